@@ -1,0 +1,149 @@
+"""``selfinstruct``: run the pipeline, or any of its steps, into a run directory.
+
+Examples::
+
+    selfinstruct demo                                  # embedded LM, 30 instructions, runs/demo
+    selfinstruct run --run-dir runs/a --num-instructions 200 --backend embedded
+    selfinstruct run --run-dir runs/b --backend openai --model gpt-3.5-turbo-instruct
+    selfinstruct run --run-dir runs/c --backend server --base-url http://localhost:8000/v1 --model m
+    selfinstruct step classification --run-dir runs/a --backend embedded
+    selfinstruct summary runs/a
+    selfinstruct download                              # the paper's originals (needs internet)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from .pipeline import STEPS, PipelineConfig, format_summary, run_pipeline
+
+DEFAULT_CACHE = Path(os.environ.get("SELFINSTRUCT_CACHE", Path.home() / ".cache" / "selfinstruct-kit" / "lm"))
+
+
+def _add_lm_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("language model")
+    g.add_argument("--backend", choices=["embedded", "openai", "server"], default="embedded",
+                   help="embedded: start llama.cpp with a GGUF; openai: api.openai.com; server: any OpenAI-compatible URL")
+    g.add_argument("--model", help="model name (openai/server) ")
+    g.add_argument("--base-url", help="server URL ending in /v1 (backend server)")
+    g.add_argument("--gguf", help="GGUF file for the embedded backend (default: SmolLM2-135M-Instruct)")
+    g.add_argument("--api", choices=["completions", "chat"], default="completions")
+    g.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: 1 embedded, 8 otherwise)")
+    g.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="response cache folder ('' for none)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    p.add_argument("--run-dir", default="runs/demo" if demo else None, required=not demo)
+    p.add_argument("--seed-tasks", help="seed task JSONL (default: the paper's 175 from the data folder)")
+    p.add_argument("--num-instructions", type=int, default=30 if demo else 100)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--request-batch-size", type=int, default=4)
+    p.add_argument("--max-requests", type=int, default=None)
+    p.add_argument("--rouge-threshold", type=float, default=0.7)
+    p.add_argument("--rouge-comparison", choices=["gt", "ge"], default="gt")
+    p.add_argument("--include-seed-tasks", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@contextlib.contextmanager
+def _client(args):
+    cache = args.cache_dir or None
+    if args.backend == "embedded":
+        from .local_lm import EmbeddedLM
+
+        with EmbeddedLM(args.gguf) as lm:
+            yield lm.client(api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 1), lm.describe()
+        return
+    from .llm import LMClient
+
+    if not args.model:
+        raise SystemExit("error: --model is required with --backend openai or server")
+    if args.backend == "server" and not args.base_url:
+        raise SystemExit("error: --base-url is required with --backend server")
+    client = LMClient(args.model, base_url=args.base_url if args.backend == "server" else None,
+                      api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 8)
+    yield client, {"backend": args.backend}
+
+
+def _config(args, demo: bool) -> PipelineConfig:
+    kw = dict(
+        seed_tasks=args.seed_tasks, num_instructions=args.num_instructions, seed=args.seed,
+        request_batch_size=args.request_batch_size, max_requests=args.max_requests,
+        rouge_threshold=args.rouge_threshold, rouge_comparison=args.rouge_comparison,
+        include_seed_tasks=args.include_seed_tasks,
+    )
+    return PipelineConfig.demo(**kw) if demo else PipelineConfig(**kw)
+
+
+def _run(args, steps: tuple[str, ...], demo: bool) -> int:
+    config = _config(args, demo)
+    with _client(args) as (client, backend):
+        run_pipeline(client, args.run_dir, config, steps=steps, backend=backend, progress=not args.no_progress)
+    print(format_summary(args.run_dir))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="selfinstruct", description="Self-Instruct (Wang et al., 2022) in one kit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_demo = sub.add_parser("demo", help="the whole pipeline on the 175 seeds with the embedded LM (small settings)")
+    _add_run_args(p_demo, demo=True)
+    _add_lm_args(p_demo)
+    p_run = sub.add_parser("run", help="all four steps")
+    _add_run_args(p_run)
+    _add_lm_args(p_run)
+    p_step = sub.add_parser("step", help="one step")
+    p_step.add_argument("name", choices=STEPS)
+    _add_run_args(p_step)
+    _add_lm_args(p_step)
+    p_sum = sub.add_parser("summary", help="print a run's summary")
+    p_sum.add_argument("run_dir")
+    p_dl = sub.add_parser("download", help="download the paper's published data (needs internet)")
+    p_dl.add_argument("--dest", default=None)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "summary":
+            print(format_summary(args.run_dir))
+            return 0
+        if args.command == "download":
+            from .data import download
+
+            print(f"downloaded into {download(args.dest)}")
+            return 0
+        if args.command == "step":
+            if args.name == "finetuning":
+                from .data import seed_tasks_path
+                from .finetune import build_finetuning_data
+                from .records import load_seed_tasks
+                from .runs import RunDir
+
+                run = RunDir(args.run_dir)
+                seeds = load_seed_tasks(seed_tasks_path(args.seed_tasks)) if args.include_seed_tasks else None
+                r = build_finetuning_data(run, seed=args.seed, seed_tasks=seeds)
+                run.record_step("finetuning", counts=r.counts, rejections=r.rejections, seconds=r.seconds)
+                print(format_summary(args.run_dir))
+                return 0
+            return _run(args, (args.name,), demo=False)
+        return _run(args, STEPS, demo=args.command == "demo")
+    except KeyboardInterrupt:
+        print("\ninterrupted: what was written so far is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # one clear line, no traceback from deep inside
+        from .data import DataNotFoundError
+        from .llm import LMRequestError
+        from .local_lm import EmbeddedLMError
+        from .records import DataFormatError
+
+        if isinstance(err, DataNotFoundError | DataFormatError | LMRequestError | EmbeddedLMError | ConnectionError):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""Step 4: parse and filter the generated instances, then write finetuning data (paper Sec. 2.2-2.3).
+
+Formats written by :func:`build_finetuning_data` into ``<run>/finetuning/``:
+
+- ``all_generated_instances.jsonl``: ``instruction``, ``input``, ``output`` (the released code's file);
+- ``prompt_completion.jsonl``: the paper's prompt/completion encoding with its template variants
+  (Sec. 2.3: "we use multiple templates to encode the instruction and instance input together");
+- ``alpaca.json``: a JSON list of ``instruction``, ``input``, ``output`` (Alpaca's format);
+- ``chat_messages.jsonl``: ``{"messages": [user, assistant]}`` for chat finetuning APIs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .filters import filter_instances, sample_max_per_task
+from .generate import StepResult
+from .parse import parse_instances
+from .records import SeedTask, write_jsonl
+from .runs import RunDir
+
+__all__ = [
+    "TEMPLATES_WITH_INPUT",
+    "TEMPLATES_WITHOUT_INPUT",
+    "TrainingExample",
+    "encode_prompt_completion",
+    "parse_and_filter_task",
+    "build_finetuning_data",
+    "to_alpaca",
+    "to_chat_messages",
+]
+
+#: (prompt pattern, completion pattern) pairs for instances with an input (paper Sec. 2.3).
+TEMPLATES_WITH_INPUT: tuple[tuple[str, str], ...] = (
+    ("{instruction}\nInput: {input}\nOutput:", " {output}{eos}"),
+    ("{instruction}\n\nInput: {input}\n\nOutput:", " {output}{eos}"),
+    ("Task: {instruction}\nInput: {input}\nOutput:", " {output}{eos}"),
+    ("{instruction}\n\n{input}\n\nOutput:", " {output}{eos}"),
+    ("{instruction}\n\n{input}\n\n", "{output}{eos}"),
+    ("{instruction}\n{input}\n\n", "{output}{eos}"),
+    ("Task: {instruction}\n\n{input}\n\n", "{output}{eos}"),
+)
+#: (prompt pattern, completion pattern) pairs for instances without input.
+TEMPLATES_WITHOUT_INPUT: tuple[tuple[str, str], ...] = (
+    ("{instruction} Output:", " {output}{eos}"),
+    ("{instruction}\nOutput:", " {output}{eos}"),
+    ("{instruction}\n\nOutput:", " {output}{eos}"),
+    ("{instruction}\n", "{output}{eos}"),
+    ("{instruction}\n\n", "{output}{eos}"),
+    ("Task: {instruction}\n\n", "{output}{eos}"),
+)
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One finetuning instance: an instruction, its (possibly empty) input and its output."""
+
+    instruction: str
+    input: str
+    output: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"instruction": self.instruction, "input": self.input, "output": self.output}
+
+
+_FIELD_NAME = re.compile(r"(\w+):")
+
+
+def encode_prompt_completion(
+    example: TrainingExample,
+    rng: random.Random | None = None,
+    *,
+    template: int | None = None,
+    eos: str = "<|endoftext|>",
+    simplify_input: bool = True,
+) -> dict[str, str]:
+    """Encode one example as a prompt/completion pair (paper Sec. 2.3).
+
+    Args:
+        example: the instance.
+        rng: picks the template (and whether to simplify the input) at random; None: template 0 of
+            the matching list, no input simplification.
+        template: force a template index (into :data:`TEMPLATES_WITH_INPUT` or :data:`TEMPLATES_WITHOUT_INPUT`).
+        eos: end-of-text marker appended to the completion.
+        simplify_input: half of the time (drawn from ``rng``), drop a single leading field name such
+            as ``"Sentence:"`` from the input and fold blank lines, as the released code does.
+    Returns:
+        ``{"prompt": ..., "completion": ...}``.
+    """
+    inp = example.input.strip()
+    if rng is not None and simplify_input and rng.random() < 0.5:
+        names = set(_FIELD_NAME.findall(inp))
+        if len(names) == 1:
+            inp = inp.split(":", 1)[1].strip()
+        inp = inp.replace("\n\n", "\n")
+    choices = TEMPLATES_WITH_INPUT if inp else TEMPLATES_WITHOUT_INPUT
+    if template is None:
+        template = rng.randrange(len(choices)) if rng is not None else 0
+    prompt_t, completion_t = choices[template]
+    return {
+        "prompt": prompt_t.format(instruction=example.instruction.strip(), input=inp),
+        "completion": completion_t.format(output=example.output.strip(), eos=eos),
+    }
+
+
+def to_alpaca(examples: Iterable[TrainingExample]) -> list[dict[str, str]]:
+    """Alpaca's JSON records: ``instruction``, ``input``, ``output``."""
+    return [e.to_dict() for e in examples]
+
+
+def to_chat_messages(examples: Iterable[TrainingExample]) -> list[dict]:
+    """Chat finetuning records: the instruction (and input, after a blank line) as the user turn, the
+    output as the assistant turn."""
+    out = []
+    for e in examples:
+        user = e.instruction.strip() + (f"\n\n{e.input.strip()}" if e.input.strip() else "")
+        out.append({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": e.output.strip()}]})
+    return out
+
+
+def parse_and_filter_task(
+    raw_text: str, is_classification: bool, finish_reason: str | None
+) -> tuple[list[TrainingExample] | list, Counter]:
+    """Parse one task's raw instance text and apply the instance filters (no per-task cap).
+
+    Returns:
+        (kept instances as :class:`~selfinstruct_utils.records.Instance`, rejections by reason).
+    """
+    parsed = parse_instances(raw_text, is_classification, finish_reason)
+    filtered = filter_instances(parsed.instances)
+    reasons = Counter(r.reason for r in parsed.rejections) + filtered.reason_counts()
+    return filtered.instances, reasons
+
+
+def build_finetuning_data(
+    run: RunDir,
+    *,
+    seed: int = 42,
+    max_instances_per_task: int = 5,
+    seed_tasks: Sequence[SeedTask] | None = None,
+    eos: str = "<|endoftext|>",
+) -> StepResult:
+    """Step 4: parse, filter and format the run's generated instances (paper Sec. 2.2).
+
+    Args:
+        run: a run directory with ``machine_generated_instances.jsonl``.
+        seed: random seed for the per-task sample, the template choice and the shuffle.
+        max_instances_per_task: cap per task (paper: 5).
+        seed_tasks: also include these human-written tasks' instances (released code's
+            ``--include_seed_tasks``).
+        eos: end-of-text marker of the prompt/completion format.
+    Returns:
+        counts ``tasks``, ``tasks_with_instances``, ``instances``, ``prompt_completion``; rejections of
+        instances by reason (``no_instances_parsed`` counts tasks).
+    """
+    start = time.perf_counter()
+    rng = random.Random(seed)
+    records = run.read("instances")
+    examples: list[TrainingExample] = []
+    rejections: Counter = Counter()
+    tasks_with = 0
+    for rec in records:
+        kept, reasons = parse_and_filter_task(rec["raw_instances"], rec["is_classification"], rec.get("finish_reason"))
+        rejections += reasons
+        kept, over = sample_max_per_task(kept, max_instances_per_task, rng)
+        rejections["over_max_per_task"] += len(over)
+        tasks_with += bool(kept)
+        examples.extend(TrainingExample(rec["instruction"].strip(), i.input, i.output) for i in kept)
+    n_generated = len(examples)
+    for task in seed_tasks or ():
+        examples.extend(TrainingExample(task.instruction.strip(), i.input.strip(), i.output.strip()) for i in task.instances)
+
+    folder = run.path / "finetuning"
+    write_jsonl(folder / "all_generated_instances.jsonl", (e.to_dict() for e in examples[:n_generated]))
+    encoded, seen = [], set()
+    for e in examples:
+        pc = encode_prompt_completion(e, rng, eos=eos)
+        key = (pc["prompt"], pc["completion"])
+        if key in seen:
+            rejections["duplicate_prompt_completion"] += 1
+            continue
+        seen.add(key)
+        encoded.append(pc)
+    rng.shuffle(encoded)
+    write_jsonl(folder / "prompt_completion.jsonl", encoded)
+    (folder / "alpaca.json").write_text(json.dumps(to_alpaca(examples), indent=1, ensure_ascii=False), encoding="utf-8")
+    write_jsonl(folder / "chat_messages.jsonl", to_chat_messages(examples))
+    return StepResult(
+        counts={
+            "tasks": len(records),
+            "tasks_with_instances": tasks_with,
+            "instances": n_generated,
+            "seed_instances": len(examples) - n_generated,
+            "prompt_completion": len(encoded),
+        },
+        rejections=+rejections,
+        seconds=time.perf_counter() - start,
+    )

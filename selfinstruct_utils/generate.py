@@ -1,0 +1,360 @@
+"""Steps 1-3 of Self-Instruct against any :class:`~selfinstruct_utils.llm.LMClient`.
+
+1. :func:`generate_instructions` -- bootstrap new instructions from the task pool (paper Sec. 2.2).
+2. :func:`classify_instructions` -- is each instruction a classification task?
+3. :func:`generate_instances` -- input-first or output-first instances for each instruction.
+
+Every step appends its records to the run directory as they arrive and resumes where a previous run
+stopped: re-running a step skips what its files already hold. Randomness is seeded per request
+(``seed`` and request index), so a resumed run builds the same prompts as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from .filters import instruction_rejection_reason
+from .llm import TABLE4, LMClient, SamplingParams
+from .parse import parse_instructions, parse_is_classification
+from .records import SeedTask, write_jsonl
+from .rouge import NoveltyPool
+from .runs import RunDir
+from .templates import encode_classification_prompt, encode_instance_prompt, encode_instruction_prompt
+
+__all__ = [
+    "StepResult",
+    "request_seed",
+    "sample_prompt_instructions",
+    "generate_instructions",
+    "classify_instructions",
+    "generate_instances",
+]
+
+
+@dataclass
+class StepResult:
+    """What a step did in this call and overall.
+
+    Attributes:
+        counts: named counts (e.g. ``requests``, ``kept``), over the whole run directory.
+        rejections: rejected items by reason, over the whole run directory.
+        seconds: wall time of this call.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    rejections: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+def request_seed(seed: int, request_idx: int) -> int:
+    """A 31-bit sampling seed for one request, derived from the run seed and the request index."""
+    digest = hashlib.sha256(f"{seed}:{request_idx}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def sample_prompt_instructions(
+    seed_instructions: Sequence[str],
+    machine_instructions: Sequence[str],
+    rng: random.Random,
+    *,
+    num_prompt_instructions: int = 8,
+    num_machine_instructions: int = 2,
+) -> list[str]:
+    """The in-context instructions of one prompt: 2 machine-generated (fewer while the pool has fewer)
+    and the rest human-written seeds, shuffled.
+
+    Args:
+        seed_instructions: the seed pool.
+        machine_instructions: the machine-generated pool so far.
+        rng: the request's random generator.
+        num_prompt_instructions: total in the prompt (paper: 8).
+        num_machine_instructions: machine-generated among them (paper: 2).
+    Returns:
+        ``num_prompt_instructions`` instructions (fewer only if the seed pool is too small).
+    Source: paper Sec. 2.2, "Instruction Generation".
+    """
+    machine = rng.sample(list(machine_instructions), min(num_machine_instructions, len(machine_instructions)))
+    n_seed = min(num_prompt_instructions - len(machine), len(seed_instructions))
+    chosen = machine + rng.sample(list(seed_instructions), n_seed)
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _bar(total: int, desc: str, progress: bool, initial: int = 0):
+    return tqdm(total=total, desc=desc, initial=initial, disable=not progress, unit="it", dynamic_ncols=True)
+
+
+def generate_instructions(
+    client: LMClient,
+    seed_tasks: Sequence[SeedTask],
+    run: RunDir,
+    *,
+    num_instructions: int,
+    num_prompt_instructions: int = 8,
+    num_machine_instructions: int = 2,
+    request_batch_size: int = 4,
+    max_requests: int | None = None,
+    rouge_threshold: float = 0.7,
+    rouge_comparison: str = "gt",
+    params: SamplingParams = TABLE4["instructions"],
+    seed: int = 42,
+    classification_only: bool = False,
+    record_similar: int = 10,
+    progress: bool = True,
+    on_request: Callable[[dict], None] | None = None,
+) -> StepResult:
+    """Step 1: bootstrap instructions until ``num_instructions`` are kept (paper Sec. 2.2).
+
+    Each request samples its in-context instructions (:func:`sample_prompt_instructions`) from the
+    pool as it was when its batch started, the LM continues the numbered list, the continuation is
+    parsed, the rule filters run, then the ROUGE-L novelty filter against seeds plus everything kept.
+
+    Files: ``instruction_requests.jsonl`` (one line per request: prompt, raw completion, every
+    candidate and its decision) and ``machine_generated_instructions.jsonl`` (kept instructions with
+    their ``most_similar`` neighbours and ``avg_similarity_score``, as the released code records).
+
+    Args:
+        client: the LM.
+        seed_tasks: the human-written seed tasks.
+        run: the run directory (resumed if it has requests already).
+        num_instructions: target number of kept machine-generated instructions.
+        num_prompt_instructions, num_machine_instructions: prompt composition (paper: 8 and 2).
+        request_batch_size: requests built from the same pool state and sent together.
+        max_requests: stop after this many requests even if the target is not reached
+            (default ``20 + 4 * num_instructions``): a weak LM must not loop forever.
+        rouge_threshold, rouge_comparison: the novelty filter (see :class:`~selfinstruct_utils.rouge.NoveltyPool`).
+        params: sampling parameters (paper Table 4); each request gets its own ``seed``.
+        seed: the run's random seed.
+        classification_only: use only classification seed tasks and the classification header.
+        record_similar: how many nearest pool instructions to record per kept instruction (0: none).
+        progress: show a progress bar.
+        on_request: called with each request's log record (for notebooks).
+    Returns:
+        A :class:`StepResult` with counts ``requests``, ``candidates``, ``kept`` and rejections by reason.
+    """
+    start = time.perf_counter()
+    if max_requests is None:
+        max_requests = 20 + 4 * num_instructions
+    tasks = [t for t in seed_tasks if t.is_classification] if classification_only else list(seed_tasks)
+    seed_instructions = [t.instruction for t in tasks]
+    if not seed_instructions:
+        raise ValueError("no seed instructions to prompt with")
+
+    run.truncate_to_complete_lines("requests")
+    log = run.read("requests")
+    pool = NoveltyPool(seed_instructions, threshold=rouge_threshold, comparison=rouge_comparison)
+    rejections: Counter = Counter()
+    machine: list[str] = []
+    kept_records: list[dict] = []
+    n_candidates = 0
+    batch_start_machine: dict[int, int] = {}
+    # Replay the log: the recorded decisions are the truth; the pool is rebuilt from them.
+    for rec in log:
+        batch_start_machine.setdefault(rec["batch_idx"], len(machine))
+        for cand in rec["candidates"]:
+            n_candidates += 1
+            if cand["decision"] == "kept":
+                pool.add_unchecked(cand["instruction"])
+                machine.append(cand["instruction"])
+            else:
+                rejections[cand["decision"]] += 1
+        kept_records.extend(rec.get("kept_records", []))
+    # Rewrite the kept file from the log, so a kill between the two writes loses or repeats nothing.
+    write_jsonl(run.file("instructions"), kept_records)
+
+    next_request = len(log)
+    bar = _bar(num_instructions, "step 1: instructions", progress, initial=min(len(machine), num_instructions))
+    with run.writer("requests") as req_out, run.writer("instructions") as inst_out:
+        while len(machine) < num_instructions and next_request < max_requests:
+            batch_idx = next_request // request_batch_size
+            first = batch_idx * request_batch_size
+            n_pool_at_start = batch_start_machine.setdefault(batch_idx, len(machine))
+            machine_at_start = machine[:n_pool_at_start]
+            request_ids = list(range(next_request, min(first + request_batch_size, max_requests)))
+            prompt_lists = [
+                sample_prompt_instructions(
+                    seed_instructions, machine_at_start, random.Random(f"{seed}:{rid}"),
+                    num_prompt_instructions=num_prompt_instructions,
+                    num_machine_instructions=num_machine_instructions,
+                )
+                for rid in request_ids
+            ]
+            prompts = [encode_instruction_prompt(pl, classification=classification_only) for pl in prompt_lists]
+            completions = client.complete(
+                prompts, params, step="instructions", request_ids=request_ids,
+                seeds=[request_seed(seed, rid) for rid in request_ids],
+            )
+            for rid, plist, prompt, comp in zip(request_ids, prompt_lists, prompts, completions, strict=True):
+                parsed = parse_instructions(comp.text, comp.finish_reason)
+                candidates = [{"instruction": r.text, "decision": r.reason} for r in parsed.rejections]
+                passing = []
+                for inst in parsed.instructions:
+                    reason = instruction_rejection_reason(inst)
+                    if reason is None:
+                        passing.append(inst)
+                    else:
+                        candidates.append({"instruction": inst, "decision": reason})
+                n_before = len(pool)
+                decisions = pool.add_batch(passing)
+                rec_kept = []
+                added = 0
+                for inst, dec in zip(passing, decisions, strict=True):
+                    if dec.accepted:
+                        entry = {"instruction": inst, "decision": "kept"}
+                        kept = {"instruction": inst, "request_idx": rid}
+                        if record_similar:
+                            nbrs, mean = pool.similar(inst, record_similar, upto=n_before + added)
+                            kept["most_similar"] = dict(nbrs)
+                            kept["avg_similarity_score"] = mean
+                        rec_kept.append(kept)
+                        added += 1
+                    else:
+                        entry = {"instruction": inst, "decision": "too_similar",
+                                 "rougeL": dec.score, "most_similar": dec.blocker}
+                    candidates.append(entry)
+                record = {
+                    "request_idx": rid,
+                    "batch_idx": batch_idx,
+                    "prompt_instructions": plist,
+                    "prompt": prompt,
+                    "completion": comp.text,
+                    "finish_reason": comp.finish_reason,
+                    "cached": comp.cached,
+                    "usage": {"prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens},
+                    "candidates": candidates,
+                    "kept_records": rec_kept,
+                }
+                req_out.write(record)
+                for kept in rec_kept:
+                    inst_out.write(kept)
+                    machine.append(kept["instruction"])
+                for c in candidates:
+                    n_candidates += 1
+                    if c["decision"] != "kept":
+                        rejections[c["decision"]] += 1
+                if on_request is not None:
+                    on_request(record)
+                bar.update(min(len(rec_kept), max(0, num_instructions - bar.n)))
+                next_request = rid + 1
+    bar.close()
+    return StepResult(
+        counts={"requests": next_request, "candidates": n_candidates, "kept": len(machine)},
+        rejections=rejections,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _resume_map(run: RunDir, key: str, instructions: Sequence[str]) -> list[dict]:
+    """Records already in a step file, checked to be a prefix of the work list."""
+    run.truncate_to_complete_lines(key)
+    done = run.read(key)
+    for k, rec in enumerate(done):
+        if k >= len(instructions) or rec.get("instruction") != instructions[k]:
+            raise RuntimeError(
+                f"{run.file(key)}:{k + 1}: holds {rec.get('instruction')!r}, but the step's input has "
+                f"{instructions[k] if k < len(instructions) else 'no more instructions'!r} there; "
+                "the input changed since the last run: use a new run directory"
+            )
+    return done
+
+
+def classify_instructions(
+    client: LMClient,
+    instructions: Sequence[str],
+    run: RunDir,
+    *,
+    params: SamplingParams = TABLE4["classification"],
+    batch_size: int = 8,
+    progress: bool = True,
+) -> StepResult:
+    """Step 2: ask the LM whether each instruction is a classification task (paper Table 7).
+
+    Writes ``is_clf_or_not.jsonl``: ``instruction``, ``is_classification`` (bool), ``raw`` (the LM's
+    text), ``parsed`` (False when the answer was neither yes nor no; then the task is treated as a
+    generation task and counted under ``unparseable_answer``).
+
+    Returns:
+        counts ``classified``, ``classification``, ``generation``; rejections ``unparseable_answer``.
+    """
+    start = time.perf_counter()
+    instructions = list(instructions)
+    done = _resume_map(run, "classification", instructions)
+    bar = _bar(len(instructions), "step 2: classification", progress, initial=len(done))
+    with run.writer("classification") as out:
+        for lo in range(len(done), len(instructions), batch_size):
+            batch = instructions[lo : lo + batch_size]
+            comps = client.complete(
+                [encode_classification_prompt(i) for i in batch], params, step="classification",
+                request_ids=list(range(lo, lo + len(batch))),
+            )
+            for inst, comp in zip(batch, comps, strict=True):
+                answer = parse_is_classification(comp.text)
+                rec = {"instruction": inst, "is_classification": bool(answer), "raw": comp.text, "parsed": answer is not None}
+                out.write(rec)
+                done.append(rec)
+            bar.update(len(batch))
+    bar.close()
+    rejections = Counter(unparseable_answer=sum(1 for r in done if not r["parsed"]))
+    n_clf = sum(1 for r in done if r["is_classification"])
+    return StepResult(
+        counts={"classified": len(done), "classification": n_clf, "generation": len(done) - n_clf},
+        rejections=+rejections,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def generate_instances(
+    client: LMClient,
+    tasks: Sequence[tuple[str, bool]],
+    run: RunDir,
+    *,
+    params: SamplingParams = TABLE4["instances"],
+    batch_size: int = 4,
+    progress: bool = True,
+) -> StepResult:
+    """Step 3: generate instances, input-first for generation tasks and output-first (class label
+    first) for classification tasks (paper Sec. 2.2, Table 8).
+
+    Writes ``machine_generated_instances.jsonl``: ``instruction``, ``is_classification``,
+    ``raw_instances`` (the LM's text), ``finish_reason``. Parsing and filtering happen in step 4
+    (:func:`selfinstruct_utils.finetune.build_finetuning_data`), as in the released code.
+
+    Args:
+        tasks: (instruction, is_classification) pairs.
+    Returns:
+        counts ``tasks``, ``truncated`` (finish_reason "length"), ``empty`` (no text).
+    """
+    start = time.perf_counter()
+    tasks = list(tasks)
+    instructions = [t[0] for t in tasks]
+    done = _resume_map(run, "instances", instructions)
+    bar = _bar(len(tasks), "step 3: instances", progress, initial=len(done))
+    with run.writer("instances") as out:
+        for lo in range(len(done), len(tasks), batch_size):
+            batch = tasks[lo : lo + batch_size]
+            comps = client.complete(
+                [encode_instance_prompt(i, c) for i, c in batch], params, step="instances",
+                request_ids=list(range(lo, lo + len(batch))),
+            )
+            for (inst, is_clf), comp in zip(batch, comps, strict=True):
+                rec = {"instruction": inst, "is_classification": is_clf, "raw_instances": comp.text,
+                       "finish_reason": comp.finish_reason}
+                out.write(rec)
+                done.append(rec)
+            bar.update(len(batch))
+    bar.close()
+    return StepResult(
+        counts={
+            "tasks": len(done),
+            "truncated": sum(1 for r in done if r["finish_reason"] == "length"),
+            "empty": sum(1 for r in done if not r["raw_instances"].strip()),
+        },
+        seconds=time.perf_counter() - start,
+    )

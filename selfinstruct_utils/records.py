@@ -1,0 +1,259 @@
+"""Records of the method and their files: seed tasks, instances, JSONL reading and writing.
+
+Inside the package records are dataclasses; dicts exist only at the file boundary. Every reading
+error names the file, the line and the field (``DataFormatError``), and every writer appends and
+flushes one line per record so that nothing already produced is lost when a run dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DataFormatError",
+    "Instance",
+    "SeedTask",
+    "JsonlWriter",
+    "read_jsonl",
+    "write_jsonl",
+    "load_seed_tasks",
+    "seed_task_from_dict",
+]
+
+
+class DataFormatError(ValueError):
+    """A file does not hold what the kit expects.
+
+    Attributes:
+        path: the file.
+        line: 1-based line number (JSONL) or record number (JSON list), or None for the whole file.
+        field: the offending field, or None.
+    """
+
+    def __init__(self, path: str | os.PathLike, line: int | None, field: str | None, message: str):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        where = self.path
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One input/output pair of a task (paper Sec. 2.1). ``input`` may be empty."""
+
+    input: str
+    output: str
+
+
+@dataclass
+class SeedTask:
+    """A human-written seed task in the paper's schema (``seed_tasks.jsonl``).
+
+    Attributes:
+        id: unique id, e.g. ``seed_task_0``.
+        name: short snake_case name.
+        instruction: the task instruction.
+        instances: at least one input/output pair.
+        is_classification: whether the task has a small, finite label space.
+    """
+
+    id: str
+    name: str
+    instruction: str
+    instances: list[Instance]
+    is_classification: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_jsonl(path: str | os.PathLike, *, tolerate_partial_last_line: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line of a JSONL file.
+
+    Args:
+        path: the file.
+        tolerate_partial_last_line: when the last line is not valid JSON and the file does not end
+            with a newline (a write cut short by a kill), warn and skip it instead of raising.
+    Returns:
+        An iterator of (1-based line number, dict).
+    Raises:
+        DataFormatError: unreadable bytes, invalid JSON, a JSON list where JSONL was expected, or a
+            line that is not a JSON object; the message names file and line.
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    ends_with_newline = data.endswith(b"\n")
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataFormatError(path, number, None, f"not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            is_last = number == len(lines)
+            if is_last and not ends_with_newline and tolerate_partial_last_line:
+                warnings.warn(f"{path}:{number}: dropping a half-written last line ({len(raw)} bytes)", stacklevel=2)
+                return
+            if number == 1 and text.lstrip().startswith("["):
+                raise DataFormatError(
+                    path, None, None, "this is a JSON list, not JSON Lines (one object per line); "
+                    "load it with load_dataset() or convert it"
+                ) from None
+            raise DataFormatError(path, number, None, f"invalid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(obj, dict):
+            if isinstance(obj, list) and number == 1:
+                raise DataFormatError(
+                    path, None, None, "this is a JSON list, not JSON Lines (one object per line); "
+                    "load it with load_dataset() or convert it"
+                )
+            raise DataFormatError(path, number, None, f"expected a JSON object, found {type(obj).__name__}")
+        yield number, obj
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict | Any]) -> int:
+    """Write records (dicts or dataclasses) to a JSONL file, replacing it atomically.
+
+    Returns:
+        The number of lines written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(_dumps(rec) + "\n")
+            count += 1
+    os.replace(tmp, path)
+    return count
+
+
+def _dumps(rec: dict | Any) -> str:
+    if hasattr(rec, "to_dict"):
+        rec = rec.to_dict()
+    elif not isinstance(rec, dict):
+        rec = asdict(rec)
+    return json.dumps(rec, ensure_ascii=False)
+
+
+@dataclass
+class JsonlWriter:
+    """Append records to a JSONL file one line at a time, flushed after every record.
+
+    A line is written with a single ``write`` call and flushed, so a kill leaves at most one
+    half-written last line, which ``read_jsonl(..., tolerate_partial_last_line=True)`` drops.
+    Use as a context manager.
+    """
+
+    path: Path
+    fsync: bool = False
+    _fh: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, rec: dict | Any) -> None:
+        self._fh.write(_dumps(rec) + "\n")
+        self._fh.flush()
+        if self.fsync:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None and not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _require(obj: dict, key: str, kind: type | tuple[type, ...], path: Path, line: int) -> Any:
+    if key not in obj:
+        raise DataFormatError(path, line, key, "missing")
+    value = obj[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise DataFormatError(path, line, key, f"expected {names}, found {type(value).__name__}")
+    return value
+
+
+def seed_task_from_dict(obj: dict, path: str | os.PathLike = "<memory>", line: int = 0) -> SeedTask:
+    """Validate one seed-task dict (paper schema) and build a ``SeedTask``.
+
+    Raises:
+        DataFormatError: a missing or mistyped field, an empty instruction, or no instances.
+    """
+    path = Path(path)
+    instruction = _require(obj, "instruction", str, path, line)
+    if not instruction.strip():
+        raise DataFormatError(path, line, "instruction", "is empty")
+    raw_instances = _require(obj, "instances", list, path, line)
+    if not raw_instances:
+        raise DataFormatError(path, line, "instances", "is empty: a seed task needs at least one instance")
+    instances = []
+    for k, inst in enumerate(raw_instances):
+        if not isinstance(inst, dict):
+            raise DataFormatError(path, line, f"instances[{k}]", f"expected an object, found {type(inst).__name__}")
+        for key in ("input", "output"):
+            if key not in inst:
+                raise DataFormatError(path, line, f"instances[{k}].{key}", "missing")
+            if not isinstance(inst[key], str):
+                raise DataFormatError(path, line, f"instances[{k}].{key}", f"expected str, found {type(inst[key]).__name__}")
+        instances.append(Instance(inst["input"], inst["output"]))
+    is_clf = obj.get("is_classification", False)
+    if not isinstance(is_clf, bool):
+        raise DataFormatError(path, line, "is_classification", f"expected true or false, found {is_clf!r}")
+    task_id = obj.get("id", f"task_{line}")
+    name = obj.get("name", task_id)
+    for key, value in (("id", task_id), ("name", name)):
+        if not isinstance(value, str):
+            raise DataFormatError(path, line, key, f"expected str, found {type(value).__name__}")
+    return SeedTask(id=task_id, name=name, instruction=instruction, instances=instances, is_classification=is_clf)
+
+
+def load_seed_tasks(path: str | os.PathLike) -> list[SeedTask]:
+    """Load seed tasks from a JSONL file in the paper's schema (see ``seeds/README.md``).
+
+    Args:
+        path: a ``seed_tasks.jsonl`` file: one object per line with ``id``, ``name``,
+            ``instruction``, ``instances`` [{``input``, ``output``}], ``is_classification``.
+    Returns:
+        The tasks in file order.
+    Raises:
+        DataFormatError: bad JSON, a bad field, duplicate ids or an empty file (file, line, field named).
+    """
+    path = Path(path)
+    tasks: list[SeedTask] = []
+    seen: dict[str, int] = {}
+    for line, obj in read_jsonl(path):
+        task = seed_task_from_dict(obj, path, line)
+        if task.id in seen:
+            raise DataFormatError(path, line, "id", f"duplicate id {task.id!r} (first on line {seen[task.id]})")
+        seen[task.id] = line
+        tasks.append(task)
+    if not tasks:
+        raise DataFormatError(path, None, None, "holds no seed tasks")
+    return tasks

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real data folder and one embedded LM server for the whole session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from selfinstruct_utils.data import data_dir
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    """The real data folder ($SELFINSTRUCT_DATA, default ../shared/data)."""
+    return data_dir(must_contain="self_instruct/seed_tasks.jsonl")
+
+
+@pytest.fixture(scope="session")
+def gen2(data) -> Path:
+    """A complete real run of the original four steps (maulikmadhavi/self-instruct, gpt3_generations2)."""
+    return data / "generated" / "maulikmadhavi__self-instruct" / "gpt3_generations2"
+
+
+@pytest.fixture(scope="session")
+def embedded_lm(tmp_path_factory):
+    """The real embedded llama.cpp server (SmolLM2-135M-Instruct), started once per test session."""
+    from selfinstruct_utils.local_lm import EmbeddedLM
+
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with EmbeddedLM(log_path=log) as lm:
+        yield lm
+
+
+@pytest.fixture()
+def lm_cache(tmp_path) -> Path:
+    return tmp_path / "lm-cache"
+
+
+os.environ.setdefault("MPLBACKEND", "Agg")
