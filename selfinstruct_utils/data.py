@@ -77,7 +77,7 @@ def data_dir(explicit: str | os.PathLike | None = None, *, must_contain: str | N
     tried = []
     for cand in _candidates(explicit):
         tried.append(str(cand))
-        if cand.is_dir() and (must_contain is None or (cand / must_contain).is_file()):
+        if cand.is_dir() and (must_contain is None or (cand / must_contain).exists()):
             return cand
     raise DataNotFoundError(
         "no data folder found" + (f" holding {must_contain}" if must_contain else "")

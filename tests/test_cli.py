@@ -1,0 +1,43 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from selfinstruct_utils.cli import main
+
+
+def test_summary_and_errors(tmp_path, capsys):
+    # a missing seed file is one clear line, exit code 2
+    code = main(["run", "--run-dir", str(tmp_path / "r"), "--backend", "server", "--base-url",
+                 "http://127.0.0.1:9/v1", "--model", "m", "--seed-tasks", str(tmp_path / "none.jsonl")])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "instruction": "x", "instances": "nope"}\n')
+    code = main(["run", "--run-dir", str(tmp_path / "r"), "--backend", "server", "--base-url",
+                 "http://127.0.0.1:9/v1", "--model", "m", "--seed-tasks", str(bad)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:1: field 'instances'" in err
+
+
+def test_download_fails_clearly_offline(tmp_path):
+    from selfinstruct_utils.data import download
+
+    with pytest.raises(ConnectionError, match="offline|could not download"):
+        download(tmp_path, files=["self_instruct/seed_tasks.jsonl"], timeout=3)
+
+
+@pytest.mark.lm
+def test_cli_run_against_a_server(embedded_lm, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "selfinstruct_utils.cli", "run", "--run-dir", str(run_dir), "--backend", "server",
+           "--base-url", embedded_lm.base_url, "--model", embedded_lm.alias, "--num-instructions", "2",
+           "--max-requests", "2", "--request-batch-size", "2", "--no-progress", "--cache-dir", str(tmp_path / "c")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "step instructions" in out.stdout and "step finetuning" in out.stdout
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["config"]["num_instructions"] == 2
+    assert manifest["versions"]["rapidfuzz"]
