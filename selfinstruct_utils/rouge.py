@@ -27,7 +27,7 @@ import operator
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "tokenize",
     "Vocabulary",
     "rougeL",
+    "RougeIndex",
     "pairwise",
     "one_vs_many",
     "max_rougeL",
@@ -47,27 +48,26 @@ __all__ = [
     "NoveltyPool",
 ]
 
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
-_VALID = re.compile(r"^[a-z0-9]+$")
-_NON_WORD_UNICODE = re.compile(r"[\W_]+")
+_TOKEN = re.compile(r"[a-z0-9]+")
+_UNICODE_TOKEN = re.compile(r"[^\W_]+")
 
 
 def tokenize(text: str, *, unicode: bool = False) -> list[str]:
     """Tokens of ``text`` as rouge-score makes them (no stemmer).
 
+    rouge-score lower-cases, replaces every run of characters outside ``[a-z0-9]`` with a space,
+    splits on whitespace and keeps tokens matching ``^[a-z0-9]+$``: exactly the maximal runs of
+    ``[a-z0-9]`` in the lower-cased text, which is what this returns.
+
     Args:
         text: any string.
-        unicode: keep letters and digits of every script (``str.isalnum``) instead of only
-            ``[a-z0-9]``. Off by default; with it on, scores differ from rouge-score for non-ASCII text.
+        unicode: keep letters and digits of every script instead of only ``[a-z0-9]``. Off by
+            default; with it on, scores differ from rouge-score for non-ASCII text.
     Returns:
         Lower-case word tokens, in order.
     Source: ``rouge_score.tokenize.tokenize`` (Lin 2004's ROUGE tokenization).
     """
-    text = text.lower()
-    if unicode:
-        return [t for t in _NON_WORD_UNICODE.split(text) if t]
-    # The same two steps as rouge-score: substitute, split, then keep only valid tokens.
-    return [t for t in _NON_ALNUM.sub(" ", text).split() if _VALID.match(t)]
+    return (_UNICODE_TOKEN if unicode else _TOKEN).findall(text.lower())
 
 
 def _codepoint(i: int) -> str:
@@ -78,29 +78,63 @@ def _codepoint(i: int) -> str:
     return chr(cp)
 
 
-@dataclass
+class _Ids(dict):
+    """token -> one-character code, assigning the next code to an unseen token."""
+
+    def __missing__(self, token) -> str:
+        code = self[token] = _codepoint(len(self))
+        return code
+
+
+# bytes.translate table: a-z and 0-9 stay, every other byte (ASCII punctuation, whitespace, and all
+# bytes of multi-byte UTF-8 characters) becomes a space -- rouge-score's substitution, in C.
+_ASCII_TABLE = bytes(c if (48 <= c <= 57 or 97 <= c <= 122) else 32 for c in range(256))
+_SEP = "\x01"  # separates texts when a batch is tokenized in one pass; stays a token of its own
+_BATCH_TABLE = bytes(1 if c == 1 else _ASCII_TABLE[c] for c in range(256))
+_SEP_CODE = "\x00"  # never assigned to a token (_codepoint starts at 1)
+
+
 class Vocabulary:
     """Maps tokens to integer ids and texts to code-point strings (one character per token).
 
-    Keep one Vocabulary for all texts that are compared with each other.
+    Keep one Vocabulary for all texts that are compared with each other. The default (rouge-score)
+    tokenization runs in C: ``str.lower``, UTF-8 bytes, ``bytes.translate`` and ``split``, which keeps
+    exactly the maximal ``[a-z0-9]`` runs of the lower-cased text, as :func:`tokenize`.
+
+    Args:
+        unicode: see :func:`tokenize`.
     """
 
-    unicode: bool = False
-    ids: dict[str, str] = field(default_factory=dict)
+    def __init__(self, unicode: bool = False):
+        self.unicode = unicode
+        self.ids: dict = _Ids()
+
+    def __len__(self) -> int:
+        return len(self.ids) - (_SEP in self.ids)
 
     def encode(self, text: str) -> str:
-        """The code-point string of ``text``: ``len`` equals its number of tokens."""
-        ids = self.ids
-        out = []
-        for tok in tokenize(text, unicode=self.unicode):
-            ch = ids.get(tok)
-            if ch is None:
-                ch = ids[tok] = _codepoint(len(ids))
-            out.append(ch)
-        return "".join(out)
+        """The code-point string of ``text``: its ``len`` is the number of tokens."""
+        if self.unicode:
+            tokens = _UNICODE_TOKEN.findall(text.lower())
+        else:
+            tokens = text.lower().encode("utf-8", "surrogatepass").translate(_ASCII_TABLE).decode("ascii").split()
+        return "".join(map(self.ids.__getitem__, tokens))
 
     def encode_many(self, texts: Sequence[str]) -> list[str]:
-        return [self.encode(t) for t in texts]
+        """Code-point strings of many texts, tokenized in one pass over their concatenation."""
+        texts = list(texts)
+        if self.unicode or not texts or any("\x01" in t for t in texts):
+            return [self.encode(t) for t in texts]
+        joined = " \x01 ".join(texts).lower().encode("utf-8", "surrogatepass").translate(_BATCH_TABLE)
+        tokens = joined.decode("ascii").split()
+        ids = self.ids
+        if _SEP not in ids:
+            dict.__setitem__(ids, _SEP, _SEP_CODE)
+        new = [t for t in dict.fromkeys(tokens) if t not in ids]  # unseen tokens, first-seen order
+        if new:
+            first = len(ids)
+            ids.update(zip(new, map(_codepoint, range(first, first + len(new))), strict=True))
+        return "".join(map(ids.__getitem__, tokens)).split(_SEP_CODE)
 
 
 def _f1_from_lcs(lcs: np.ndarray, len_target: np.ndarray, len_pred: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -114,15 +148,105 @@ def _f1_from_lcs(lcs: np.ndarray, len_target: np.ndarray, len_pred: np.ndarray, 
     return f.astype(dtype, copy=False)
 
 
-def _lcs_matrix(queries: list[str], choices: list[str], workers: int) -> np.ndarray:
-    if not queries or not choices:
-        return np.zeros((len(queries), len(choices)), dtype=np.int32)
-    return process.cdist(queries, choices, scorer=LCSseq.similarity, dtype=np.int32, workers=workers)
+def _exact_f1(a: str, b: str) -> float:
+    """rouge-score's F-measure of two code strings (a: target, b: prediction)."""
+    if not a or not b:
+        return 0.0
+    lcs = LCSseq.similarity(a, b)
+    if lcs == 0:
+        return 0.0
+    p = lcs / len(b)
+    r = lcs / len(a)
+    return 2 * p * r / (p + r)
+
+
+def _lengths(codes: Sequence[str]) -> np.ndarray:
+    return np.fromiter(map(len, codes), dtype=np.float64, count=len(codes))
+
+
+class RougeIndex:
+    """A pool of texts tokenized once, scored against any queries with exact ROUGE-L F1.
+
+    Use it when one pool is compared with many texts (seed tasks vs. a generated set, a test set vs.
+    the seeds): tokenization happens once, and every query costs only the LCS kernel.
+
+    Args:
+        pool: m texts.
+        unicode: see :func:`tokenize`.
+        workers: threads for the LCS kernel (-1: all cores).
+        chunk_pairs: queries are scored in chunks of about this many pairs (bounds memory).
+    """
+
+    def __init__(self, pool: Sequence[str], *, unicode: bool = False, workers: int = -1, chunk_pairs: int = 20_000_000):
+        self.texts = list(pool)
+        self.vocab = Vocabulary(unicode=unicode)
+        self.codes = self.vocab.encode_many(self.texts)
+        self._len = _lengths(self.codes)[None, :]
+        self.workers = workers
+        self._step = max(1, chunk_pairs // max(1, len(self.codes)))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def _chunks(self, texts: Sequence[str]):
+        codes = self.vocab.encode_many(list(texts))
+        for lo in range(0, len(codes), self._step):
+            yield codes[lo : lo + self._step]
+
+    def scores(self, texts: Sequence[str], *, dtype: type = np.float64) -> np.ndarray:
+        """F1 matrix of shape (n, m): row i holds texts[i] (as target) against every pool text.
+
+        ``dtype`` float64 is exact; float32 halves the memory (n*m*4 bytes) and rounds.
+        """
+        out = np.zeros((len(texts), len(self.codes)), dtype=dtype)
+        row = 0
+        for chunk in self._chunks(texts):
+            if chunk and self.codes:
+                lcs = process.cdist(chunk, self.codes, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
+                out[row : row + len(chunk)] = _f1_from_lcs(lcs, _lengths(chunk)[:, None], self._len, dtype)
+            row += len(chunk)
+        return out
+
+    def max(self, texts: Sequence[str]) -> list[float]:
+        """Each text's maximum F1 over the pool (0.0 for an empty pool).
+
+        F1 = 2*LCS/(m+n) is rapidfuzz's normalized Indel similarity, so its argmax is the F1 argmax,
+        and equal fractions give equal floats (ties stay ties); only the tied best columns are then
+        scored with rouge-score's float formula, which makes the maximum bit-identical.
+        """
+        if not self.codes:
+            return [0.0] * len(texts)
+        out: list[float] = []
+        for chunk in self._chunks(texts):
+            sim = process.cdist(chunk, self.codes, scorer=Indel.normalized_similarity, dtype=np.float64, workers=self.workers)
+            best = sim.max(axis=1)
+            for i, q in enumerate(chunk):
+                cols = np.flatnonzero(sim[i] == best[i]).tolist() if q else []
+                out.append(max((_exact_f1(q, self.codes[j]) for j in cols), default=0.0))
+        return out
+
+    def top_k(self, texts: Sequence[str], k: int = 10) -> list[tuple[list[tuple[str, float]], float]]:
+        """Each text's k most similar pool texts (best first) and its mean F1 over the pool.
+
+        Ties put the pool's later item first, as ``np.argsort(scores)[-k:][::-1]`` in the released
+        ``bootstrap_instructions.py``, whose ``most_similar`` and ``avg_similarity_score`` these are.
+        """
+        if not self.codes:
+            return [([], 0.0) for _ in texts]
+        out = []
+        for chunk in self._chunks(texts):
+            lcs = process.cdist(chunk, self.codes, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
+            scores = _f1_from_lcs(lcs, _lengths(chunk)[:, None], self._len)
+            order = np.argsort(scores, axis=1, kind="stable")[:, ::-1][:, :k]
+            for row, idx in zip(scores, order, strict=True):
+                out.append(([(self.texts[j], float(row[j])) for j in idx], float(row.mean())))
+        return out
 
 
 def rougeL(target: str, prediction: str, *, unicode: bool = False) -> float:
     """ROUGE-L F1 of two texts (symmetric). Equals rouge-score's ``score(target, prediction)["rougeL"].fmeasure``."""
-    return float(pairwise([target], [prediction], unicode=unicode)[0, 0])
+    vocab = Vocabulary(unicode=unicode)
+    return _exact_f1(vocab.encode(target), vocab.encode(prediction))
 
 
 def pairwise(
@@ -143,25 +267,14 @@ def pairwise(
         workers: threads for the LCS kernel (-1: all cores).
     Returns:
         Array of shape (n, m); entry (i, j) is F1 of targets[i] vs predictions[j], in [0, 1].
-        Memory: n*m*8 bytes for float64 (plus n*m*4 for the integer LCS).
+        Memory: n*m*8 bytes for float64 (plus a chunk of int32 LCS lengths).
     """
-    vocab = Vocabulary(unicode=unicode)
-    a = vocab.encode_many(list(targets))
-    b = vocab.encode_many(list(predictions))
-    lcs = _lcs_matrix(a, b, workers)
-    la = np.array([len(s) for s in a], dtype=np.float64)[:, None]
-    lb = np.array([len(s) for s in b], dtype=np.float64)[None, :]
-    return _f1_from_lcs(lcs, la, lb, dtype)
+    return RougeIndex(predictions, unicode=unicode, workers=workers).scores(targets, dtype=dtype)
 
 
 def one_vs_many(text: str, pool: Sequence[str], *, unicode: bool = False, workers: int = -1) -> np.ndarray:
     """ROUGE-L F1 of one text against each of m texts: an array of shape (m,)."""
     return pairwise([text], pool, unicode=unicode, workers=workers)[0]
-
-
-def _chunks(n: int, pool_size: int, budget: int = 20_000_000) -> range:
-    step = max(1, budget // max(1, pool_size))
-    return range(0, n, step)
 
 
 def max_rougeL(candidates: list[str], pool: list[str], *, unicode: bool = False, workers: int = -1) -> list[float]:
@@ -177,18 +290,7 @@ def max_rougeL(candidates: list[str], pool: list[str], *, unicode: bool = False,
         Memory stays bounded: candidates are scored in chunks of about 20M pairs.
     Source: Self-Instruct Sec. 2.2 (novelty filter); Lin (2004) for ROUGE-L.
     """
-    if not pool:
-        return [0.0] * len(candidates)
-    vocab = Vocabulary(unicode=unicode)
-    b = vocab.encode_many(pool)
-    lb = np.array([len(s) for s in b], dtype=np.float64)[None, :]
-    out: list[float] = []
-    for start in _chunks(len(candidates), len(b)):
-        a = vocab.encode_many(candidates[start : start + _chunks(len(candidates), len(b)).step])
-        la = np.array([len(s) for s in a], dtype=np.float64)[:, None]
-        f = _f1_from_lcs(_lcs_matrix(a, b, workers), la, lb)
-        out.extend(f.max(axis=1).tolist())
-    return out
+    return RougeIndex(pool, unicode=unicode, workers=workers).max(candidates)
 
 
 def top_k(
@@ -206,27 +308,15 @@ def top_k(
         pool: m texts.
         k: how many neighbours (fewer when m < k).
     Returns:
-        n pairs ``(neighbours, mean)``: neighbours is a list of (pool text, ROUGE-L F1), best first
-        (ties keep the pool's later item first, as ``np.argsort(...)[-k:][::-1]`` in the released
-        code); mean is the average F1 over the whole pool (0.0 for an empty pool).
-    Source: the ``most_similar`` and ``avg_similarity_score`` fields of the released
-        ``bootstrap_instructions.py`` output.
+        n pairs ``(neighbours, mean)``: neighbours is a list of (pool text, ROUGE-L F1), best first;
+        mean is the average F1 over the whole pool (0.0 for an empty pool). See :meth:`RougeIndex.top_k`.
+    Source: the ``most_similar`` and ``avg_similarity_score`` fields of the released code's output.
     """
-    out = []
-    pool = list(pool)
-    if not pool:
-        return [([], 0.0) for _ in candidates]
-    for start in _chunks(len(candidates), len(pool)):
-        chunk = list(candidates[start : start + _chunks(len(candidates), len(pool)).step])
-        scores = pairwise(chunk, pool, unicode=unicode, workers=workers)
-        order = np.argsort(scores, axis=1, kind="stable")[:, ::-1][:, :k]
-        for row, idx in zip(scores, order, strict=True):
-            out.append(([(pool[j], float(row[j])) for j in idx], float(row.mean())))
-    return out
+    return RougeIndex(pool, unicode=unicode, workers=workers).top_k(candidates, k)
 
 
 def most_similar(candidates: Sequence[str], pool: Sequence[str], *, unicode: bool = False) -> list[tuple[str, float]]:
-    """For each candidate, its single most similar pool text and the ROUGE-L F1 (paper Figure 3, 8)."""
+    """For each candidate, its single most similar pool text and the ROUGE-L F1 (paper Figures 3 and 8)."""
     return [(nb[0] if nb else ("", 0.0)) for nb, _ in top_k(candidates, pool, k=1, unicode=unicode)]
 
 
@@ -308,16 +398,6 @@ class NoveltyPool:
         self.texts.append(text)
         self._codes.append(code)
 
-    def _exact(self, a: str, b: str) -> float:
-        if not a or not b:
-            return 0.0
-        lcs = LCSseq.similarity(a, b)
-        if lcs == 0:
-            return 0.0
-        p = lcs / len(b)
-        r = lcs / len(a)
-        return 2 * p * r / (p + r)
-
     def _blocker(self, code: str, choices: list[str], dist: np.ndarray | None) -> tuple[float, int] | None:
         """Best exact score among pairs that survive pruning, if it is too similar."""
         if dist is None:
@@ -325,7 +405,7 @@ class NoveltyPool:
         near = np.flatnonzero(dist <= self._cutoff)
         best, best_j = -1.0, -1
         for j in near.tolist():
-            s = self._exact(code, choices[j])
+            s = _exact_f1(code, choices[j])
             if s > best:
                 best, best_j = s, j
         if best_j >= 0 and self._too_similar(best, self.threshold):
@@ -348,7 +428,7 @@ class NoveltyPool:
         if self._codes:
             dist_pool = process.cdist(
                 codes, self._codes, scorer=Indel.normalized_distance, score_cutoff=self._cutoff,
-                dtype=np.float32, workers=self.workers,
+                dtype=np.float64, workers=self.workers,
             )
         decisions: list[NoveltyDecision] = []
         accepted_codes: list[str] = []
@@ -358,7 +438,7 @@ class NoveltyPool:
             best = (hit[0], self.texts[hit[1]]) if hit else None
             if accepted_codes:
                 local = process.cdist(
-                    [code], accepted_codes, scorer=Indel.normalized_distance, score_cutoff=self._cutoff, dtype=np.float32
+                    [code], accepted_codes, scorer=Indel.normalized_distance, score_cutoff=self._cutoff, dtype=np.float64
                 )[0]
                 hit2 = self._blocker(code, accepted_codes, local)
                 if hit2 and (best is None or hit2[0] > best[0]):
@@ -388,8 +468,8 @@ class NoveltyPool:
         if n == 0:
             return [], 0.0
         code = self.vocab.encode(text)
-        lcs = _lcs_matrix([code], self._codes[:n], self.workers)
-        lens = np.array([len(c) for c in self._codes[:n]], dtype=np.float64)[None, :]
+        lcs = process.cdist([code], self._codes[:n], scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
+        lens = _lengths(self._codes[:n])[None, :]
         row = _f1_from_lcs(lcs, np.array([[len(code)]], dtype=np.float64), lens)[0]
         order = np.argsort(row, kind="stable")[::-1][:k]
         return [(self.texts[j], float(row[j])) for j in order], float(row.mean())

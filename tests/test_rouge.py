@@ -167,3 +167,24 @@ def test_exact_bounds_hold(real_instructions):
         assert lcs <= rouge.multiset_bound(a, b)
         if a and b:
             assert 2 * lcs / (len(a) + len(b)) <= rouge.length_bound(len(a), len(b)) + 1e-15
+
+
+def test_exact_threshold_pairs_in_both_comparisons():
+    """Pairs whose F1 is exactly 2L/(m+n) = 0.7 (7 of 10 words, 7 of 8+12, 14 of 20+20) are where the
+    two comparisons differ; pruning must not change either decision."""
+    rng = random.Random(3)
+    vocab = [f"w{i}" for i in range(400)]
+    cands = []
+    for _ in range(60):
+        m, n, lcs = rng.choice([(10, 10, 7), (8, 12, 7), (12, 8, 7), (20, 20, 14), (15, 25, 14)])
+        shared = rng.sample(vocab, lcs)
+        a = shared + rng.sample(vocab, m - lcs)
+        b = shared + [w.upper() + "x" for w in rng.sample(vocab, n - lcs)]
+        cands += [" ".join(a), " ".join(b)]
+    for comparison in ("gt", "ge"):
+        want = reference_filter(cands, [], 0.7, comparison)
+        for batch in (1, 5):  # 1: every pair meets in the pool; 5: many meet inside a batch
+            pool = rouge.NoveltyPool([], threshold=0.7, comparison=comparison)
+            got = [d.accepted for lo in range(0, len(cands), batch) for d in pool.add_batch(cands[lo : lo + batch])]
+            assert got == want, (comparison, batch)
+    assert reference_filter(cands, [], 0.7, "gt") != reference_filter(cands, [], 0.7, "ge")
