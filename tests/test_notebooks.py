@@ -59,3 +59,31 @@ def test_02_to_04_pipeline_notebooks(nb_env):
         assert len(_figures(nb_env, prefix)) == 2
     run = Path(nb_env["lm"]["RUN_DIR"])
     assert (run / "finetuning" / "alpaca.json").is_file()
+
+
+def test_05_dataset_statistics(nb_env):
+    out = run_notebook("05_dataset_statistics", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"])
+    assert "paper (52K, Table 1)" in out.read_text()
+    assert _figures(nb_env, "05_") == ["05_lengths_gpt3_run.pdf", "05_lengths_gpt3_run.png",
+                                       "05_lengths_seed_tasks.pdf", "05_lengths_seed_tasks.png"]
+
+
+def test_06_verb_noun_diversity(nb_env):
+    run_notebook("06_verb_noun_diversity", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"], MAX_INSTRUCTIONS=300)
+    assert _figures(nb_env, "06_") == ["06_verb_noun_code_alpaca_2k.pdf", "06_verb_noun_code_alpaca_2k.png",
+                                       "06_verb_noun_seed_tasks.pdf", "06_verb_noun_seed_tasks.png"]
+
+
+def test_07_rouge_overlap_prints_the_papers_numbers(nb_env, tmp_path):
+    import json
+
+    (tmp_path / "splits" / "default").mkdir(parents=True)
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "splits" / "default" / "test_tasks.txt").write_text("task1\n")
+    (tmp_path / "tasks" / "task1.json").write_text(json.dumps({"Definition": ["Answer the following question."]}))
+    out = run_notebook("07_rouge_overlap", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"],
+                       SUPERNI_CHECKOUT=str(tmp_path)).read_text()
+    assert "user-oriented instructions: 0.34 (paper: 0.34)" in out
+    assert "identical to a test instruction: 1 (paper: 1)" in out
+    assert "1 SuperNI test tasks" in out
+    assert "07_seed_vs_superni.png" in _figures(nb_env, "07_")

@@ -1,0 +1,237 @@
+"""Load any instruction dataset the kit knows into one table (a pandas DataFrame).
+
+Columns: ``instruction``, ``input``, ``output`` (None where a file holds only instructions),
+``is_classification`` (True/False/None when unknown), and ``source``. One row per instance; an
+instruction without instances is one row with input and output None.
+
+Understood sources (:func:`load_dataset`):
+
+- a run directory of this kit (its finetuning data, else its instructions);
+- the original repository's files: ``machine_generated_instructions.jsonl``,
+  ``machine_generated_instances.jsonl`` (raw LM text is parsed; classification flags are read from an
+  ``is_clf_or_not*.jsonl`` file beside it), ``all_generated_instances.jsonl``,
+  prompt/completion finetuning files (``gpt3_finetuning_data_*.jsonl``), ``seed_tasks.jsonl`` and
+  ``user_oriented_instructions.jsonl`` (``instances`` lists);
+- Alpaca-style JSON lists with ``instruction``, ``input`` and ``output`` or ``response``;
+- a DataFrame with at least an ``instruction`` column.
+
+Errors name the file, the line (or record) and the field (:class:`~selfinstruct_utils.records.DataFormatError`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ..finetune import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT, parse_and_filter_task
+from ..records import DataFormatError, read_jsonl
+
+__all__ = ["COLUMNS", "load_dataset", "decode_prompt_completion"]
+
+COLUMNS = ["instruction", "input", "output", "is_classification", "source"]
+
+
+def _str_field(obj: dict, key: str, path: Path, line: int, *, required: bool = True) -> str | None:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise DataFormatError(path, line, key, "missing")
+        return None
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataFormatError(path, line, key, f"expected str, found {type(value).__name__}")
+    return value
+
+
+def _clf_value(value) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return True if word == "yes" else False if word == "no" else None
+    return None
+
+
+def _rows_from_record(obj: dict, path: Path, line: int, flags: dict[str, bool] | None = None) -> list[dict]:
+    """Rows of one JSON record in any of the understood schemas (``flags``: instruction ->
+    is_classification, from a sibling ``is_clf_or_not*.jsonl`` file)."""
+    if "prompt" in obj and "completion" in obj and "instruction" not in obj:
+        prompt = _str_field(obj, "prompt", path, line)
+        completion = _str_field(obj, "completion", path, line)
+        instruction, inp, out = decode_prompt_completion(prompt, completion)
+        return [{"instruction": instruction, "input": inp, "output": out, "is_classification": None}]
+    instruction = _str_field(obj, "instruction", path, line)
+    if not instruction.strip():
+        raise DataFormatError(path, line, "instruction", "is empty")
+    clf = _clf_value(obj.get("is_classification"))
+    if clf is None and flags:
+        clf = flags.get(instruction)
+    if "instances" in obj:
+        instances = obj["instances"]
+        if not isinstance(instances, list):
+            raise DataFormatError(path, line, "instances", f"expected a list, found {type(instances).__name__}")
+        rows = []
+        for k, inst in enumerate(instances):
+            if not isinstance(inst, dict):
+                raise DataFormatError(path, line, f"instances[{k}]", "expected an object")
+            rows.append({
+                "instruction": instruction,
+                "input": _str_field(inst, "input", path, line, required=False) or "",
+                "output": _str_field(inst, "output", path, line),
+                "is_classification": clf,
+            })
+        return rows or [{"instruction": instruction, "input": None, "output": None, "is_classification": clf}]
+    if "raw_instances" in obj:  # the original step 3 file: parse the raw LM text
+        raw = _str_field(obj, "raw_instances", path, line)
+        meta = obj.get("instance_metadata") or {}
+        try:
+            finish = meta["response"]["choices"][0]["finish_reason"]
+        except (KeyError, IndexError, TypeError):
+            finish = obj.get("finish_reason")
+        kept, _ = parse_and_filter_task(raw, bool(clf), finish)
+        return [{"instruction": instruction, "input": i.input, "output": i.output, "is_classification": clf} for i in kept] or [
+            {"instruction": instruction, "input": None, "output": None, "is_classification": clf}
+        ]
+    output_key = "output" if "output" in obj else "response" if "response" in obj else None
+    inp = _str_field(obj, "input", path, line, required=False)
+    out = _str_field(obj, output_key, path, line) if output_key else None
+    if out is not None and inp is None:
+        inp = ""
+    return [{"instruction": instruction, "input": inp, "output": out, "is_classification": clf}]
+
+
+def _templates_as_patterns():
+    import re
+
+    patterns = []
+    # most literal text first: "Task: {instruction}\n\n{input}\n\n" before "{instruction}\n\n{input}\n\n"
+    templates = sorted(TEMPLATES_WITH_INPUT + TEMPLATES_WITHOUT_INPUT,
+                       key=lambda t: -len(t[0].replace("{instruction}", "").replace("{input}", "")))
+    for prompt_t, completion_t in templates:
+        regex = re.escape(prompt_t).replace(r"\{instruction\}", "(?P<instruction>.+?)").replace(r"\{input\}", "(?P<input>.+?)")
+        patterns.append((re.compile("^" + regex + "$", re.DOTALL), completion_t.startswith(" ")))
+    return patterns
+
+
+_PATTERNS = None
+
+
+def decode_prompt_completion(prompt: str, completion: str, eos: str = "<|endoftext|>") -> tuple[str, str, str]:
+    """Recover (instruction, input, output) from the paper's prompt/completion encoding.
+
+    The templates of :mod:`selfinstruct_utils.finetune` are tried, those with the most literal text first;
+    an encoding without "Input:" is ambiguous between "instruction\\n\\ninput\\n\\n" and a multi-line
+    instruction, and is read as instruction + input at the first blank line. A prompt that matches no
+    template is returned whole as the instruction.
+    """
+    global _PATTERNS
+    if _PATTERNS is None:
+        _PATTERNS = _templates_as_patterns()
+    output = completion[: -len(eos)] if eos and completion.endswith(eos) else completion
+    output = output.strip()
+    for pattern, _ in _PATTERNS:
+        m = pattern.match(prompt)
+        if m:
+            groups = m.groupdict()
+            return groups["instruction"].strip(), (groups.get("input") or "").strip(), output
+    return prompt.strip(), "", output
+
+
+def _sibling_flags(path: Path) -> dict[str, bool]:
+    """is_classification flags from ``is_clf_or_not*.jsonl`` files beside ``path`` (the original code's
+    step-2 output, which its step-3 file does not repeat)."""
+    flags: dict[str, bool] = {}
+    for f in sorted(path.parent.glob("is_clf_or_not*.jsonl")):
+        for _, o in read_jsonl(f, tolerate_partial_last_line=True):
+            value = _clf_value(o.get("is_classification"))
+            if isinstance(o.get("instruction"), str) and value is not None:
+                flags[o["instruction"]] = value
+    return flags
+
+
+def _load_file(path: Path) -> list[dict]:
+    rows: list[dict] = []
+    flags = _sibling_flags(path)
+    head = path.read_bytes()[:1].strip() if path.stat().st_size else b""
+    if path.suffix == ".json" or head == b"[":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise DataFormatError(path, None, None, f"not valid UTF-8 ({err.reason})") from None
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, err.lineno, None, f"invalid JSON ({err.msg})") from None
+        if not isinstance(data, list):
+            raise DataFormatError(path, None, None, f"expected a JSON list of records, found {type(data).__name__}")
+        for k, obj in enumerate(data, start=1):
+            if not isinstance(obj, dict):
+                raise DataFormatError(path, k, None, "expected an object (record number given as line)")
+            rows += _rows_from_record(obj, path, k, flags)
+    else:
+        for line, obj in read_jsonl(path):
+            rows += _rows_from_record(obj, path, line, flags)
+    if not rows:
+        raise DataFormatError(path, None, None, "holds no records")
+    return rows
+
+
+def _load_run(path: Path) -> list[dict]:
+    clf = {}
+    clf_file = path / "is_clf_or_not.jsonl"
+    if clf_file.is_file():
+        clf = {o["instruction"]: bool(o["is_classification"]) for _, o in read_jsonl(clf_file, tolerate_partial_last_line=True)}
+    instances = path / "finetuning" / "all_generated_instances.jsonl"
+    instructions = path / "machine_generated_instructions.jsonl"
+    if instances.is_file():
+        rows = _load_file(instances)
+        seen = {r["instruction"] for r in rows}
+        if instructions.is_file():  # instructions whose instances were all filtered out still count
+            for _, o in read_jsonl(instructions, tolerate_partial_last_line=True):
+                if o["instruction"] not in seen:
+                    rows.append({"instruction": o["instruction"], "input": None, "output": None})
+                    seen.add(o["instruction"])
+    elif instructions.is_file():
+        rows = [{"instruction": o["instruction"], "input": None, "output": None}
+                for _, o in read_jsonl(instructions, tolerate_partial_last_line=True)]
+    else:
+        raise DataFormatError(path, None, None, "is not a run directory of the kit (no machine_generated_instructions.jsonl)")
+    for r in rows:
+        r["is_classification"] = clf.get(r["instruction"])
+    return rows
+
+
+def load_dataset(source: str | os.PathLike | pd.DataFrame, *, name: str | None = None) -> pd.DataFrame:
+    """Load an instruction dataset (see the module docstring for the formats).
+
+    Args:
+        source: a file, a run directory, or a DataFrame with an ``instruction`` column.
+        name: value of the ``source`` column (default: the file or folder name).
+    Returns:
+        A DataFrame with columns :data:`COLUMNS`, one row per instance.
+    Raises:
+        DataFormatError: unreadable or malformed data; names file, line and field.
+        FileNotFoundError: the path does not exist.
+    """
+    if isinstance(source, pd.DataFrame):
+        if "instruction" not in source.columns:
+            raise DataFormatError("<DataFrame>", None, "instruction", "missing column")
+        df = source.copy()
+        if "output" not in df.columns and "response" in df.columns:
+            df = df.rename(columns={"response": "output"})
+        for col in ("input", "output", "is_classification"):
+            if col not in df.columns:
+                df[col] = None
+        df["source"] = name or "dataframe"
+        return df[COLUMNS].reset_index(drop=True)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    rows = _load_run(path) if path.is_dir() else _load_file(path)
+    df = pd.DataFrame(rows)
+    for col in COLUMNS[:-1]:
+        if col not in df.columns:
+            df[col] = None
+    df["is_classification"] = df["is_classification"].astype(object)
+    df["source"] = name or path.name
+    return df[COLUMNS]
