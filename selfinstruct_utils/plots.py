@@ -155,3 +155,56 @@ def length_distributions(lengths, *, title: str = "Length distributions", name: 
     if name:
         save(fig, name, figures_dir)
     return fig
+
+
+def rating_distribution(counts, *, title: str = "Ratings per model", name: str | None = None,
+                        figures_dir: str | os.PathLike | None = None):
+    """Paper Figure 6: per model, the share of responses rated A, B, C and D as a stacked bar.
+
+    Args:
+        counts: rows models, columns A-D (from :func:`selfinstruct_utils.analysis.human_eval.ratings_by_model`).
+    """
+    shares = counts.div(counts.sum(axis=1).where(lambda s: s > 0, 1), axis=0) * 100
+    shares = shares.sort_values(by=[c for c in ("A", "B") if c in shares.columns], ascending=True)
+    colors = {"A": "#1a9850", "B": "#a6d96a", "C": "#fdae61", "D": "#d73027"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(shares) + 1.5))
+    left = np.zeros(len(shares))
+    for col in shares.columns:
+        ax.barh(shares.index, shares[col], left=left, color=colors.get(col), label=col, edgecolor="white")
+        for y, (x0, w) in enumerate(zip(left, shares[col], strict=True)):
+            if w >= 6:
+                ax.text(x0 + w / 2, y, f"{w:.0f}%", ha="center", va="center", fontsize=8)
+        left += shares[col].to_numpy()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"share of responses (%), n = {int(counts.sum(axis=1).max())} per model")
+    ax.legend(title="rating", ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    ax.set_title(title, pad=28)
+    fig.tight_layout()
+    if name:
+        save(fig, name, figures_dir)
+    return fig
+
+
+def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wilson interval)", name: str | None = None,
+                 figures_dir: str | os.PathLike | None = None):
+    """Paper Table 2 as a figure: percent "yes" per question with its interval; the paper's value marked.
+
+    Args:
+        table: the output of :func:`selfinstruct_utils.analysis.quality.quality_table`.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    y = np.arange(len(table))
+    pct = table["percent_yes"].to_numpy()
+    err = np.vstack([pct - table["ci_low"].to_numpy(), table["ci_high"].to_numpy() - pct])
+    ax.barh(y, pct, xerr=err, color=sns.color_palette()[0], capsize=3, label="this review")
+    ax.scatter(table["paper"], y, marker="D", color="black", zorder=3, label="paper (Table 2)")
+    ax.set_yticks(y, [f"{q} (n={n})" for q, n in zip(table["question"], table["answered"], strict=True)])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("answered 'yes' (%)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    if name:
+        save(fig, name, figures_dir)
+    return fig

@@ -46,6 +46,7 @@ __all__ = [
     "most_similar",
     "NoveltyDecision",
     "NoveltyPool",
+    "paired",
 ]
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -489,3 +490,19 @@ def length_bound(m: int, n: int) -> float:
     """Exact upper bound of ROUGE-L F1 for texts of m and n tokens: 2*min(m,n)/(m+n) (0 if either is 0)."""
     return 0.0 if m == 0 or n == 0 else 2 * min(m, n) / (m + n)
 
+
+
+def paired(targets: Sequence[str], predictions: Sequence[str], *, unicode: bool = False) -> list[float]:
+    """ROUGE-L F1 of each (target, prediction) pair, element by element (e.g. responses vs. references).
+
+    Returns:
+        len(targets) floats, each equal to rouge-score's ``score(target, prediction)["rougeL"].fmeasure``.
+    Raises:
+        ValueError: the two lists differ in length.
+    """
+    if len(targets) != len(predictions):
+        raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")
+    vocab = Vocabulary(unicode=unicode)
+    a = vocab.encode_many(list(targets))
+    b = vocab.encode_many(list(predictions))
+    return [_exact_f1(x, y) for x, y in zip(a, b, strict=True)]

@@ -87,3 +87,39 @@ def test_07_rouge_overlap_prints_the_papers_numbers(nb_env, tmp_path):
     assert "identical to a test instruction: 1 (paper: 1)" in out
     assert "1 SuperNI test tasks" in out
     assert "07_seed_vs_superni.png" in _figures(nb_env, "07_")
+
+
+def test_08_quality_review_with_filled_sheets(nb_env, tmp_path):
+    from selfinstruct_utils.analysis import load_dataset
+    from selfinstruct_utils.analysis.quality import QUESTIONS, sample_for_review, save_sheet
+    from selfinstruct_utils.data import generated_dir
+
+    data = load_dataset(generated_dir() / "maulikmadhavi__self-instruct" / "gpt3_generations2" / "finetuning_data" / "all_generated_instances.jsonl")
+    sheets = []
+    for rater, answer in (("r1", "yes"), ("r2", "no")):
+        sheet = sample_for_review(data, 20, seed=0)
+        for q in QUESTIONS:
+            sheet[q] = answer
+        sheets.append(str(save_sheet(sheet, tmp_path / f"{rater}.csv")))
+    out = run_notebook("08_quality_review", nb_env["root"], SHEET=str(tmp_path / "mine.csv"), COMPLETED_SHEETS=sheets,
+                       FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"]).read_text()
+    assert (tmp_path / "mine.csv").is_file()  # the rater's own sheet was created
+    assert "50.0" in out  # 20 yes of 40 answers per question
+    assert _figures(nb_env, "08_") == ["08_quality_review.pdf", "08_quality_review.png"]
+
+
+def test_09_human_evaluation(nb_env, tmp_path):
+    from selfinstruct_utils.analysis import human_eval as he
+    from selfinstruct_utils.data import predictions_dir, user_oriented_path
+
+    preds = he.load_predictions(predictions_dir(), user_oriented_path())
+    paths = []
+    for rater, shift in (("r1", 0), ("r2", 1)):
+        sheet, key = he.rating_sheet(preds, seed=0, tasks=list(range(5)))
+        sheet["rating"] = ["ABCD"[(k // 2 + shift * (k % 3 == 0)) % 4] for k in range(len(sheet))]
+        paths.append(str(he.save_rating_sheet(sheet, key, tmp_path, name=rater)[0]))
+    out = run_notebook("09_human_evaluation", nb_env["root"], SHEET_DIR=str(tmp_path / "mine"), LM_RATER_TASKS=1,
+                       RATINGS=paths, **{k: v for k, v in nb_env["lm"].items() if k != "RUN_DIR"}).read_text()
+    assert "kappa_4_levels" in out and "spearman_rho" in out
+    assert _figures(nb_env, "09_") == ["09_ratings_automatic.pdf", "09_ratings_automatic.png", "09_ratings_human.pdf",
+                                       "09_ratings_human.png", "09_rouge_by_model.pdf", "09_rouge_by_model.png"]

@@ -1,0 +1,131 @@
+"""Quality review of generated data (paper Sec. 3.3, Table 2).
+
+A rater answers four yes/no questions about sampled instructions, each shown with one random instance.
+The sheet is a CSV file (one row per item), so raters can work in JupyterLab
+(:class:`selfinstruct_utils.widgets.ReviewAnnotator`) or in any spreadsheet; both read and write the
+same file. :func:`quality_table` turns completed sheets into Table 2 with 95% Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+__all__ = ["QUESTIONS", "ANSWERS", "PAPER_TABLE2", "sample_for_review", "save_sheet", "load_sheet", "quality_table"]
+
+#: The three questions a rater answers per item (paper Table 2, in our words); "all fields valid" is
+#: derived from them.
+QUESTIONS: dict[str, str] = {
+    "valid_task": "Does the instruction describe a valid task that a person could carry out?",
+    "input_appropriate": "Is the input appropriate for the instruction (or rightly empty)?",
+    "output_correct": "Is the output a correct and acceptable response to the instruction and input?",
+}
+ANSWERS = ("yes", "no")
+#: The paper's Table 2 (200 instructions of its GPT-3 data), percent "yes".
+PAPER_TABLE2 = {"valid_task": 92.0, "input_appropriate": 79.0, "output_correct": 58.0, "all_fields_valid": 54.0}
+
+_SHEET_COLUMNS = ["item", "seed", "instruction", "input", "output", *QUESTIONS, "rater", "note"]
+
+
+def sample_for_review(df: pd.DataFrame, n: int = 200, *, seed: int = 0) -> pd.DataFrame:
+    """A review sheet: ``n`` distinct instructions, each with one of its instances, drawn with ``seed``.
+
+    Args:
+        df: a dataset from :func:`~selfinstruct_utils.analysis.datasets.load_dataset` (rows without an
+            output are skipped).
+        n: instructions to sample (all of them when there are fewer).
+        seed: random seed; the same seed on the same data gives the same sheet.
+    Returns:
+        A sheet with columns ``item``, ``seed``, ``instruction``, ``input``, ``output``, one empty
+        answer column per question, ``rater`` and ``note``.
+    Source: paper Sec. 3.3 ("we randomly sample 200 instructions and randomly select 1 instance per
+        instruction").
+    """
+    rng = np.random.default_rng(seed)
+    usable = df[df["output"].notna()].reset_index(drop=True)
+    groups = list(usable.groupby("instruction", sort=True).indices.items())
+    picks = rng.choice(len(groups), size=min(n, len(groups)), replace=False) if groups else []
+    rows = []
+    for item, g in enumerate(picks):
+        instruction, idx = groups[int(g)]
+        row = usable.iloc[int(rng.choice(idx))]
+        rows.append({"item": item, "seed": seed, "instruction": instruction, "input": row["input"] or "",
+                     "output": row["output"]})
+    sheet = pd.DataFrame(rows, columns=["item", "seed", "instruction", "input", "output"])
+    for q in QUESTIONS:
+        sheet[q] = ""
+    sheet["rater"] = ""
+    sheet["note"] = ""
+    return sheet[_SHEET_COLUMNS]
+
+
+def save_sheet(sheet: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a sheet as CSV (UTF-8), atomically, so an interrupted save never loses answers."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    sheet.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def load_sheet(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a sheet written by :func:`save_sheet` or edited in a spreadsheet.
+
+    Answers are normalized to "yes", "no" or "" (unanswered); "y"/"n", "1"/"0", "true"/"false" are
+    accepted.
+
+    Raises:
+        ValueError: a missing column, or an answer that is none of those (names the row and column).
+    """
+    path = Path(path)
+    sheet = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ["item", *QUESTIONS] if c not in sheet.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    mapping = {"yes": "yes", "y": "yes", "1": "yes", "true": "yes", "no": "no", "n": "no", "0": "no", "false": "no", "": ""}
+    for q in QUESTIONS:
+        norm = sheet[q].str.strip().str.lower()
+        bad = ~norm.isin(list(mapping))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{path}:{k + 2}: column '{q}': answer {sheet[q].iloc[k]!r} is not yes or no")
+        sheet[q] = norm.map(mapping)
+    sheet["item"] = sheet["item"].astype(int)
+    return sheet
+
+
+def quality_table(*sheets: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Table 2 from one or more completed sheets (answers pooled over raters).
+
+    Returns:
+        One row per question plus ``all_fields_valid`` (items where a rater said yes to all three):
+        columns ``question``, ``yes``, ``answered``, ``percent_yes``, ``ci_low``, ``ci_high`` (Wilson
+        interval at ``confidence``, in percent), and ``paper`` (the paper's percentage).
+        Unanswered cells are left out of the counts.
+    Source: paper Table 2; Wilson (1927) score interval via ``scipy.stats.binomtest``.
+    """
+    data = pd.concat(sheets, ignore_index=True)
+    rows = []
+
+    def row(name: str, yes: int, answered: int) -> dict:
+        if answered:
+            ci = binomtest(yes, answered).proportion_ci(confidence_level=confidence, method="wilson")
+            low, high = 100 * ci.low, 100 * ci.high
+        else:
+            low = high = float("nan")
+        return {"question": name, "yes": yes, "answered": answered,
+                "percent_yes": 100 * yes / answered if answered else float("nan"),
+                "ci_low": low, "ci_high": high, "paper": PAPER_TABLE2[name]}
+
+    for q in QUESTIONS:
+        answered = data[q].isin(ANSWERS)
+        rows.append(row(q, int((data[q] == "yes").sum()), int(answered.sum())))
+    complete = data[list(QUESTIONS)].isin(ANSWERS).all(axis=1)
+    all_yes = (data.loc[complete, list(QUESTIONS)] == "yes").all(axis=1)
+    rows.append(row("all_fields_valid", int(all_yes.sum()), int(complete.sum())))
+    return pd.DataFrame(rows)
