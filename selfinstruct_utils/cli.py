@@ -46,6 +46,8 @@ def _add_run_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--rouge-threshold", type=float, default=0.7)
     p.add_argument("--rouge-comparison", choices=["gt", "ge"], default="gt")
     p.add_argument("--include-seed-tasks", action="store_true")
+    p.add_argument("--instruction-max-tokens", type=int, default=None, help="step 1 max_tokens (Table 4: 1024)")
+    p.add_argument("--instance-max-tokens", type=int, default=None, help="step 3 max_tokens (Table 4: 300)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -76,7 +78,12 @@ def _config(args, demo: bool) -> PipelineConfig:
         rouge_threshold=args.rouge_threshold, rouge_comparison=args.rouge_comparison,
         include_seed_tasks=args.include_seed_tasks,
     )
-    return PipelineConfig.demo(**kw) if demo else PipelineConfig(**kw)
+    config = PipelineConfig.demo(**kw) if demo else PipelineConfig(**kw)
+    if args.instruction_max_tokens:
+        config.params["instructions"] = config.params["instructions"].replace(max_tokens=args.instruction_max_tokens)
+    if args.instance_max_tokens:
+        config.params["instances"] = config.params["instances"].replace(max_tokens=args.instance_max_tokens)
+    return config
 
 
 def _run(args, steps: tuple[str, ...], demo: bool) -> int:

@@ -226,7 +226,6 @@ def generate_instructions(
                     "prompt": prompt,
                     "completion": comp.text,
                     "finish_reason": comp.finish_reason,
-                    "cached": comp.cached,
                     "usage": {"prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens},
                     "candidates": candidates,
                     "kept_records": rec_kept,

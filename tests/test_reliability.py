@@ -1,0 +1,234 @@
+"""Runs survive kills, Ctrl-C, faulty LM servers and bad input without losing or duplicating data,
+and never leak the API key. The figures these tests produce are summarized in docs/reliability.md."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from fake_openai import FakeOpenAI
+
+from selfinstruct_utils.generate import classify_instructions
+from selfinstruct_utils.llm import LMClient, LMRequestError
+from selfinstruct_utils.pipeline import PipelineConfig, run_pipeline
+from selfinstruct_utils.records import DataFormatError, load_seed_tasks
+from selfinstruct_utils.runs import RunDir
+
+RUN_FILES = [
+    "instruction_requests.jsonl", "machine_generated_instructions.jsonl", "is_clf_or_not.jsonl",
+    "machine_generated_instances.jsonl", "finetuning/all_generated_instances.jsonl",
+    "finetuning/prompt_completion.jsonl", "finetuning/alpaca.json", "finetuning/chat_messages.jsonl",
+]
+KEY = "sk-PLANTED-9f8e7d6c5b4a-SECRET"
+
+
+def _cli(run_dir: Path, base_url: str, model: str, cache: Path, n: int = 12) -> list[str]:
+    return [sys.executable, "-m", "selfinstruct_utils.cli", "run", "--run-dir", str(run_dir), "--backend", "server",
+            "--base-url", base_url, "--model", model, "--num-instructions", str(n), "--request-batch-size", "2",
+            "--max-requests", "40", "--no-progress", "--cache-dir", str(cache),
+            "--instruction-max-tokens", "96", "--instance-max-tokens", "96"]
+
+
+def _lines(folder: Path) -> int:
+    if not folder.exists():
+        return 0
+    return sum(p.read_bytes().count(b"\n") for p in folder.glob("*.jsonl"))  # steps 1-3, written record by record
+
+
+@pytest.mark.lm
+def test_sigkill_at_random_moments_then_resume_gives_identical_files(embedded_lm, tmp_path):
+    """Kill a real run (CLI subprocess against the embedded server) 8 times at random points of its
+    progress, each time a few milliseconds after a random number of records was written, and re-run
+    until it finishes: the files equal those of an uninterrupted run, byte for byte."""
+    cache = tmp_path / "cache"
+    full = tmp_path / "full"
+    subprocess.run(_cli(full, embedded_lm.base_url, embedded_lm.alias, cache), check=True, capture_output=True, timeout=900)
+    total = _lines(full)
+    rng = random.Random(0)
+    targets = sorted(rng.sample(range(1, total), 8))  # kill after these many records (plus 0-20 ms)
+    part = tmp_path / "part"
+    kills = 0
+    kill_points = []
+    for attempt in range(30):
+        proc = subprocess.Popen(_cli(part, embedded_lm.base_url, embedded_lm.alias, cache),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kills < 8:
+            target = targets[kills]
+            while proc.poll() is None and _lines(part) < target:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.02))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                kill_points.append(_lines(part))
+                continue
+        assert proc.wait(timeout=900) == 0
+        break
+    else:
+        pytest.fail("the run never finished")
+    assert kills == 8 and len(set(kill_points)) >= 4, kill_points
+    for name in RUN_FILES:
+        assert (full / name).read_bytes() == (part / name).read_bytes(), name
+    print(f"kills: {kills}, step records when killed: {kill_points} of {total}, runs: {attempt + 1}")
+
+
+def _embedded_server_pids() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if "llama_cpp.server" in " ".join(p.info["cmdline"] or [])}
+
+
+@pytest.mark.lm
+def test_ctrl_c_stops_cleanly_stops_the_server_and_keeps_records(tmp_path):
+    before = _embedded_server_pids()
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "selfinstruct_utils.cli", "run", "--run-dir", str(run_dir), "--backend", "embedded",
+           "--num-instructions", "40", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    requests = run_dir / "instruction_requests.jsonl"
+    while time.monotonic() < deadline and not (requests.exists() and requests.stat().st_size > 0):
+        time.sleep(0.2)
+    assert requests.exists(), "no request was logged in time"
+    started = _embedded_server_pids() - before
+    assert started, "the run's embedded server is not running"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    time.sleep(0.5)
+    assert not (_embedded_server_pids() & started), "the embedded server outlived the run"
+    data = requests.read_bytes()
+    assert data.endswith(b"\n") and all(json.loads(x) for x in data.splitlines())
+
+
+def test_faulty_server_keeps_records_and_resumes(tmp_path):
+    """A server that dies after 5 answers: step 2 fails clearly, keeps the 5 records, resumes later."""
+    instructions = [f"Instruction number {k} for the classifier." for k in range(12)]
+    run = RunDir(tmp_path / "run")
+    with FakeOpenAI(script=["ok"] * 5, default="500") as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key=KEY, max_retries=1, max_concurrency=1)
+        with pytest.raises(LMRequestError, match="step 'classification': request 5"):
+            classify_instructions(client, instructions, run, batch_size=1, progress=False)
+    assert [r["instruction"] for r in run.read("classification")] == instructions[:5]
+    with FakeOpenAI() as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key=KEY, max_concurrency=1)
+        res = classify_instructions(client, instructions, run, batch_size=4, progress=False)
+        assert len(fake.requests) == 7  # only the missing ones
+    assert [r["instruction"] for r in run.read("classification")] == instructions
+    assert res.counts["classified"] == 12
+
+
+@pytest.mark.lm
+def test_embedded_server_dying_mid_run_fails_clearly_and_resumes(tmp_path):
+    from selfinstruct_utils.local_lm import EmbeddedLM
+
+    cfg = PipelineConfig.demo(num_instructions=6, request_batch_size=1, max_requests=20)
+    cfg.params["instructions"] = cfg.params["instructions"].replace(max_tokens=48)
+    run_dir = tmp_path / "run"
+    with EmbeddedLM(log_path=tmp_path / "log") as lm:
+        client = lm.client(max_retries=1, timeout=20)
+        done = []
+
+        def kill_after_two(record):
+            done.append(record)
+            if len(done) == 2:
+                lm.process.kill()
+
+        from selfinstruct_utils.generate import generate_instructions
+
+        with pytest.raises(LMRequestError, match="step 'instructions': request 2"):
+            generate_instructions(client, load_seed_tasks(_seeds()), RunDir(run_dir), num_instructions=6,
+                                  request_batch_size=1, max_requests=20, params=cfg.params["instructions"],
+                                  progress=False, on_request=kill_after_two)
+    assert len(RunDir(run_dir).read("requests")) == 2
+    with EmbeddedLM(log_path=tmp_path / "log2") as lm:
+        run_pipeline(lm.client(), run_dir, cfg, steps=("instructions",), progress=False)
+    requests = RunDir(run_dir).read("requests")
+    assert [r["request_idx"] for r in requests] == list(range(len(requests)))
+    assert requests[0]["completion"] == done[0]["completion"]
+
+
+def _seeds() -> Path:
+    from selfinstruct_utils.data import seed_tasks_path
+
+    return seed_tasks_path()
+
+
+def test_api_key_never_written_logged_or_shown(tmp_path, monkeypatch, capsys):
+    """Plant a key in the environment, run all four steps against a loopback server (and fail one),
+    then search every file the run wrote, the cache, the output and the errors."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    text = " Write a haiku about autumn leaves.\n10. Translate the sentence into German.\n11. Summarize the article in one line."
+    with FakeOpenAI(text=text) as fake:
+        client = LMClient("fake-model", base_url=fake.base_url, cache_dir=tmp_path / "cache")  # key from the env
+        cfg = PipelineConfig.demo(num_instructions=3, max_requests=4)
+        run_pipeline(client, tmp_path / "run", cfg, progress=False)
+        assert fake.auth[0] == f"Bearer {KEY}"  # the key was really used
+    with FakeOpenAI(default="500") as fake:
+        client = LMClient("fake-model", base_url=fake.base_url, max_retries=0)
+        with pytest.raises(LMRequestError) as err:
+            client.complete(["x"], cfg.params["classification"])
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) > 8
+    for p in written:
+        assert KEY.encode() not in p.read_bytes(), p
+    captured = capsys.readouterr()
+    assert KEY not in captured.out + captured.err + str(err.value) + repr(client)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b'{"id": "a", "instruction": "x", "instances": [}\n', r"seeds.jsonl:1: invalid JSON"),
+        (b'{"id": "a", "name": "n", "instances": [{"input": "", "output": "y"}]}\n', r"seeds.jsonl:1: field 'instruction': missing"),
+        (b'{"id": "a", "instruction": ["x"], "instances": []}\n', r"field 'instruction': expected str"),
+        (b'{"id": "a", "instruction": "   ", "instances": [{"input": "", "output": "y"}]}\n', r"field 'instruction': is empty"),
+        (b"", r"holds no seed tasks"),
+        (b'{"id": "a", "instruction": "x", "instances": [{"input": "", "output": "y"}]}\n' * 2, r":2: field 'id': duplicate"),
+        (b'{"id": "a", "instruction": "caf\xe9", "instances": []}\n', r"seeds.jsonl:1: not valid UTF-8"),
+        (b'[{"id": "a", "instruction": "x", "instances": [{"input": "", "output": "y"}]}]', r"JSON list, not JSON Lines"),
+        (b'{"id": "a", "instruction": "' + b"x" * 10_000_000 + b'", "instances": [{"input": 1, "output": "y"}]}\n',
+         r"field 'instances\[0\].input': expected str"),
+        (b'{"id": "a", "instruction": "' + b"x" * 10_000_000 + b"\n", r"seeds.jsonl:1: invalid JSON"),
+    ],
+)
+def test_bad_seed_files_give_one_clear_error(tmp_path, content, match):
+    path = tmp_path / "seeds.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataFormatError, match=match) as err:
+        load_seed_tasks(path)
+    assert len(str(err.value)) < 500  # the message never echoes a 10 MB line
+
+
+def test_bad_seed_file_through_the_cli_is_one_line(tmp_path):
+    path = tmp_path / "seeds.jsonl"
+    path.write_text('{"id": "a", "instruction": "x", "instances": "none"}\n')
+    out = subprocess.run([sys.executable, "-m", "selfinstruct_utils.cli", "run", "--run-dir", str(tmp_path / "r"),
+                          "--backend", "server", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
+                          "--seed-tasks", str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: {path}:1: field 'instances': expected list, found str"
+
+
+def test_a_ten_megabyte_valid_line_loads(tmp_path):
+    path = tmp_path / "big.jsonl"
+    big = "word " * 2_000_000
+    path.write_text(json.dumps({"id": "a", "instruction": big, "instances": [{"input": "", "output": "y"}]}) + "\n")
+    assert len(load_seed_tasks(path)[0].instruction) == len(big)
+
+
+def test_changed_input_is_refused_not_mixed(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with FakeOpenAI() as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key=KEY)
+        classify_instructions(client, ["First task to classify.", "Second task."], run, progress=False)
+        with pytest.raises(RuntimeError, match="input changed since the last run"):
+            classify_instructions(client, ["Another first task.", "Second task."], run, progress=False)
+    assert [r["instruction"] for r in run.read("classification")] == ["First task to classify.", "Second task."]
