@@ -56,7 +56,9 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_files(embedded_lm
     part = tmp_path / "part"
     kills = 0
     kill_points = []
-    for attempt in range(30):
+    runs = 0
+    for _ in range(30):
+        runs += 1
         proc = subprocess.Popen(_cli(part, embedded_lm.base_url, embedded_lm.alias, cache),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if kills < 8:
@@ -77,7 +79,7 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_files(embedded_lm
     assert kills == 8 and len(set(kill_points)) >= 4, kill_points
     for name in RUN_FILES:
         assert (full / name).read_bytes() == (part / name).read_bytes(), name
-    print(f"kills: {kills}, step records when killed: {kill_points} of {total}, runs: {attempt + 1}")
+    print(f"kills: {kills}, step records when killed: {kill_points} of {total}, runs: {runs}")
 
 
 def _embedded_server_pids() -> set[int]:
