@@ -38,8 +38,11 @@ def _figures(env, prefix):
     return sorted(p.name for p in (env["root"] / "figures").glob(f"{prefix}*"))
 
 
-def test_00_setup_and_backends(nb_env):
-    run_notebook("00_setup_and_backends", nb_env["root"], **nb_env["lm"])
+def test_00_setup_and_backends(nb_env, monkeypatch):
+    key = "sk-PLANTED-notebook-key-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", key)  # the kernel inherits it; the client sends it to the server
+    out = run_notebook("00_setup_and_backends", nb_env["root"], **nb_env["lm"])
+    assert key not in out.read_text()
     assert _figures(nb_env, "00_") == ["00_prefix_cache.pdf", "00_prefix_cache.png"]
 
 
@@ -61,9 +64,33 @@ def test_02_to_04_pipeline_notebooks(nb_env):
     assert (run / "finetuning" / "alpaca.json").is_file()
 
 
-def test_05_dataset_statistics(nb_env):
-    out = run_notebook("05_dataset_statistics", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"])
-    assert "paper (52K, Table 1)" in out.read_text()
+def _kit_run_from_the_original(gen2, folder: Path) -> Path:
+    """A run directory of the kit holding the original GPT-3 run's steps 1-3 (then step 4 by the kit)."""
+    import json
+
+    from selfinstruct_utils.finetune import build_finetuning_data
+    from selfinstruct_utils.records import write_jsonl
+    from selfinstruct_utils.runs import RunDir
+
+    run = RunDir(folder)
+    clf = [json.loads(x) for x in open(gen2 / "is_clf_or_not_davinci_template_1.jsonl")]
+    flags = {r["instruction"]: r["is_classification"].strip() == "Yes" for r in clf}
+    write_jsonl(run.file("instructions"), ({"instruction": r["instruction"]} for r in clf))
+    write_jsonl(run.file("classification"), ({"instruction": k, "is_classification": v} for k, v in flags.items()))
+    recs = [json.loads(x) for x in open(gen2 / "machine_generated_instances.jsonl")]
+    write_jsonl(run.file("instances"), ({"instruction": r["instruction"], "is_classification": flags[r["instruction"]],
+                                         "raw_instances": r["raw_instances"],
+                                         "finish_reason": r["instance_metadata"]["response"]["choices"][0]["finish_reason"]}
+                                        for r in recs))
+    build_finetuning_data(run)
+    return folder
+
+
+def test_05_dataset_statistics(nb_env, gen2):
+    run_dir = _kit_run_from_the_original(gen2, nb_env["root"] / "kit-run")
+    out = run_notebook("05_dataset_statistics", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"], RUN_DIR=str(run_dir))
+    text = out.read_text()
+    assert "paper (52K, Table 1)" in text and "this kit's run" in text
     assert _figures(nb_env, "05_") == ["05_lengths_gpt3_run.pdf", "05_lengths_gpt3_run.png",
                                        "05_lengths_seed_tasks.pdf", "05_lengths_seed_tasks.png"]
 

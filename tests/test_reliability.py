@@ -45,14 +45,18 @@ def _lines(folder: Path) -> int:
 @pytest.mark.lm
 def test_sigkill_at_random_moments_then_resume_gives_identical_files(embedded_lm, tmp_path):
     """Kill a real run (CLI subprocess against the embedded server) 8 times at random points of its
-    progress, each time a few milliseconds after a random number of records was written, and re-run
-    until it finishes: the files equal those of an uninterrupted run, byte for byte."""
+    progress -- in steps 1, 2 and 3 -- each time a few milliseconds after a random number of records was
+    written, and re-run until it finishes: the files equal those of an uninterrupted run, byte for byte."""
     cache = tmp_path / "cache"
     full = tmp_path / "full"
     subprocess.run(_cli(full, embedded_lm.base_url, embedded_lm.alias, cache), check=True, capture_output=True, timeout=900)
     total = _lines(full)
+    step1 = sum(open(full / f, "rb").read().count(b"\n") for f in RUN_FILES[:2])
+    step2 = step1 + open(full / RUN_FILES[2], "rb").read().count(b"\n")
     rng = random.Random(0)
-    targets = sorted(rng.sample(range(1, total), 8))  # kill after these many records (plus 0-20 ms)
+    # kill after these many records (plus 0-20 ms): 3 kills in step 1, 2 in step 2, 3 in step 3
+    targets = sorted(rng.sample(range(1, step1 + 1), 3) + rng.sample(range(step1 + 1, step2 + 1), 2)
+                     + rng.sample(range(step2 + 1, total), 3))
     part = tmp_path / "part"
     kills = 0
     kill_points = []
