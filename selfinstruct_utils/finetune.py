@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .filters import filter_instances, sample_max_per_task
 from .generate import StepResult
 from .parse import parse_instances
-from .records import SeedTask, write_jsonl
+from .records import Instance, SeedTask, write_jsonl
 from .runs import RunDir
 
 __all__ = [
@@ -126,7 +126,7 @@ def to_chat_messages(examples: Iterable[TrainingExample]) -> list[dict]:
 
 def parse_and_filter_task(
     raw_text: str, is_classification: bool, finish_reason: str | None
-) -> tuple[list[TrainingExample] | list, Counter]:
+) -> tuple[list[Instance], Counter]:
     """Parse one task's raw instance text and apply the instance filters (no per-task cap).
 
     Returns:

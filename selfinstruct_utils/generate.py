@@ -264,6 +264,36 @@ def _resume_map(run: RunDir, key: str, instructions: Sequence[str]) -> list[dict
     return done
 
 
+def _map_step(
+    client: LMClient,
+    run: RunDir,
+    key: str,
+    instructions: list[str],
+    prompt_of: Callable[[int], str],
+    record_of: Callable[[int, object], dict],
+    params: SamplingParams,
+    *,
+    desc: str,
+    batch_size: int,
+    progress: bool,
+) -> list[dict]:
+    """One LM request per instruction, resumed after the records the step file already holds, sent in
+    batches, each record appended as soon as its batch returns. Returns all records of the file."""
+    done = _resume_map(run, key, instructions)
+    bar = _bar(len(instructions), desc, progress, initial=len(done))
+    with run.writer(key) as out:
+        for lo in range(len(done), len(instructions), batch_size):
+            ids = list(range(lo, min(lo + batch_size, len(instructions))))
+            comps = client.complete([prompt_of(k) for k in ids], params, step=key, request_ids=ids)
+            for k, comp in zip(ids, comps, strict=True):
+                rec = record_of(k, comp)
+                out.write(rec)
+                done.append(rec)
+            bar.update(len(ids))
+    bar.close()
+    return done
+
+
 def classify_instructions(
     client: LMClient,
     instructions: Sequence[str],
@@ -284,22 +314,14 @@ def classify_instructions(
     """
     start = time.perf_counter()
     instructions = list(instructions)
-    done = _resume_map(run, "classification", instructions)
-    bar = _bar(len(instructions), "step 2: classification", progress, initial=len(done))
-    with run.writer("classification") as out:
-        for lo in range(len(done), len(instructions), batch_size):
-            batch = instructions[lo : lo + batch_size]
-            comps = client.complete(
-                [encode_classification_prompt(i) for i in batch], params, step="classification",
-                request_ids=list(range(lo, lo + len(batch))),
-            )
-            for inst, comp in zip(batch, comps, strict=True):
-                answer = parse_is_classification(comp.text)
-                rec = {"instruction": inst, "is_classification": bool(answer), "raw": comp.text, "parsed": answer is not None}
-                out.write(rec)
-                done.append(rec)
-            bar.update(len(batch))
-    bar.close()
+
+    def record(k: int, comp) -> dict:
+        answer = parse_is_classification(comp.text)
+        return {"instruction": instructions[k], "is_classification": bool(answer), "raw": comp.text,
+                "parsed": answer is not None}
+
+    done = _map_step(client, run, "classification", instructions, lambda k: encode_classification_prompt(instructions[k]),
+                     record, params, desc="step 2: classification", batch_size=batch_size, progress=progress)
     rejections = Counter(unparseable_answer=sum(1 for r in done if not r["parsed"]))
     n_clf = sum(1 for r in done if r["is_classification"])
     return StepResult(
@@ -332,23 +354,13 @@ def generate_instances(
     """
     start = time.perf_counter()
     tasks = list(tasks)
-    instructions = [t[0] for t in tasks]
-    done = _resume_map(run, "instances", instructions)
-    bar = _bar(len(tasks), "step 3: instances", progress, initial=len(done))
-    with run.writer("instances") as out:
-        for lo in range(len(done), len(tasks), batch_size):
-            batch = tasks[lo : lo + batch_size]
-            comps = client.complete(
-                [encode_instance_prompt(i, c) for i, c in batch], params, step="instances",
-                request_ids=list(range(lo, lo + len(batch))),
-            )
-            for (inst, is_clf), comp in zip(batch, comps, strict=True):
-                rec = {"instruction": inst, "is_classification": is_clf, "raw_instances": comp.text,
-                       "finish_reason": comp.finish_reason}
-                out.write(rec)
-                done.append(rec)
-            bar.update(len(batch))
-    bar.close()
+
+    def record(k: int, comp) -> dict:
+        return {"instruction": tasks[k][0], "is_classification": tasks[k][1], "raw_instances": comp.text,
+                "finish_reason": comp.finish_reason}
+
+    done = _map_step(client, run, "instances", [t[0] for t in tasks], lambda k: encode_instance_prompt(*tasks[k]),
+                     record, params, desc="step 3: instances", batch_size=batch_size, progress=progress)
     return StepResult(
         counts={
             "tasks": len(done),
