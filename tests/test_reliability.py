@@ -105,7 +105,7 @@ def test_ctrl_c_stops_cleanly_stops_the_server_and_keeps_records(tmp_path):
     started = _embedded_server_pids() - before
     assert started, "the run's embedded server is not running"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     time.sleep(0.5)
