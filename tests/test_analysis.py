@@ -207,3 +207,18 @@ def test_superni_loader_on_files_in_its_schema(tmp_path):
         load_superni_test_tasks(tmp_path)
     with pytest.raises(DataFormatError, match="natural-instructions"):
         load_superni_test_tasks(tmp_path / "nowhere")
+
+
+def test_bad_records_can_be_skipped_with_a_warning_and_a_count(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"instruction": "Good one.", "output": "a"}\n{"output": "b"}\n{"instruction": 3, "output": "c"}\n'
+                    '{"instruction": "Another good one.", "response": "d"}\n')
+    with pytest.warns(UserWarning, match=r"skipped 2 record\(s\).*mixed.jsonl:2: field 'instruction': missing"):
+        df = load_dataset(path, errors="skip")
+    assert df.instruction.tolist() == ["Good one.", "Another good one."]
+    with pytest.raises(DataFormatError, match="mixed.jsonl:2"):
+        load_dataset(path)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "x", "output": "y"}\n{not json\n')
+    with pytest.raises(DataFormatError, match="broken.jsonl:2: invalid JSON"):
+        load_dataset(broken, errors="skip")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -151,9 +152,20 @@ def _sibling_flags(path: Path) -> dict[str, bool]:
     return flags
 
 
-def _load_file(path: Path) -> list[dict]:
+def _load_file(path: Path, skipped: list[DataFormatError] | None = None) -> list[dict]:
+    """Rows of a file; with ``skipped`` given, a record with a bad field is skipped and its error kept
+    there instead of raised (unreadable files and bad JSON still raise)."""
     rows: list[dict] = []
     flags = _sibling_flags(path)
+
+    def add(obj: dict, line: int) -> None:
+        try:
+            rows.extend(_rows_from_record(obj, path, line, flags))
+        except DataFormatError as err:
+            if skipped is None:
+                raise
+            skipped.append(err)
+
     head = path.read_bytes()[:1].strip() if path.stat().st_size else b""
     if path.suffix == ".json" or head == b"[":
         try:
@@ -167,10 +179,10 @@ def _load_file(path: Path) -> list[dict]:
         for k, obj in enumerate(data, start=1):
             if not isinstance(obj, dict):
                 raise DataFormatError(path, k, None, "expected an object (record number given as line)")
-            rows += _rows_from_record(obj, path, k, flags)
+            add(obj, k)
     else:
         for line, obj in read_jsonl(path):
-            rows += _rows_from_record(obj, path, line, flags)
+            add(obj, line)
     if not rows:
         raise DataFormatError(path, None, None, "holds no records")
     return rows
@@ -201,12 +213,17 @@ def _load_run(path: Path) -> list[dict]:
     return rows
 
 
-def load_dataset(source: str | os.PathLike | pd.DataFrame, *, name: str | None = None) -> pd.DataFrame:
+def load_dataset(
+    source: str | os.PathLike | pd.DataFrame, *, name: str | None = None, errors: str = "raise"
+) -> pd.DataFrame:
     """Load an instruction dataset (see the module docstring for the formats).
 
     Args:
         source: a file, a run directory, or a DataFrame with an ``instruction`` column.
         name: value of the ``source`` column (default: the file or folder name).
+        errors: "raise" (default) stops at the first record with a bad field; "skip" leaves such
+            records out and warns once with their count and the first error (a file that is not valid
+            JSON or UTF-8 still raises).
     Returns:
         A DataFrame with columns :data:`COLUMNS`, one row per instance.
     Raises:
@@ -227,7 +244,12 @@ def load_dataset(source: str | os.PathLike | pd.DataFrame, *, name: str | None =
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    rows = _load_run(path) if path.is_dir() else _load_file(path)
+    if errors not in ("raise", "skip"):
+        raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+    skipped: list[DataFormatError] | None = [] if errors == "skip" else None
+    rows = _load_run(path) if path.is_dir() else _load_file(path, skipped)
+    if skipped:
+        warnings.warn(f"{path}: skipped {len(skipped)} record(s) with a bad field; the first: {skipped[0]}", stacklevel=2)
     df = pd.DataFrame(rows)
     for col in COLUMNS[:-1]:
         if col not in df.columns:
