@@ -68,7 +68,7 @@ class PipelineConfig:
 
 
 def run_pipeline(
-    client: LMClient,
+    client: LMClient | None,
     run_dir: str | Path,
     config: PipelineConfig | None = None,
     *,
@@ -79,7 +79,7 @@ def run_pipeline(
     """Run the given steps in order (each resumes from what the run directory holds).
 
     Args:
-        client: the LM.
+        client: the LM (None is enough for the finetuning step alone).
         run_dir: the run directory.
         config: settings (default :class:`PipelineConfig`).
         steps: a subset of :data:`STEPS`, in order.
@@ -94,11 +94,14 @@ def run_pipeline(
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ValueError(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
+    if client is None and set(steps) - {"finetuning"}:
+        raise ValueError("the LM steps need a client")
     run = RunDir(run_dir)
     seeds_file = seed_tasks_path(config.seed_tasks)
     seed_tasks = load_seed_tasks(seeds_file)
-    run.update(config=config.to_dict(), seed=config.seed, seed_tasks_file=str(seeds_file),
-               n_seed_tasks=len(seed_tasks), lm={**client.describe(), **(backend or {})})
+    run.update(config=config.to_dict(), seed=config.seed, seed_tasks_file=str(seeds_file), n_seed_tasks=len(seed_tasks))
+    if client is not None:
+        run.update(lm={**client.describe(), **(backend or {})})
     results: dict[str, StepResult] = {}
 
     def usage_of(step: str) -> dict[str, Any]:

@@ -41,3 +41,26 @@ def test_cli_run_against_a_server(embedded_lm, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["config"]["num_instructions"] == 2
     assert manifest["versions"]["rapidfuzz"]
+
+
+def test_step_finetuning_needs_no_lm(tmp_path, gen2, capsys):
+    """`selfinstruct step finetuning` on a run holding the original run's raw step-3 texts."""
+    import json as _json
+
+    from selfinstruct_utils.records import write_jsonl
+    from selfinstruct_utils.runs import RunDir
+
+    flags = {}
+    for line in open(gen2 / "is_clf_or_not_davinci_template_1.jsonl"):
+        r = _json.loads(line)
+        flags[r["instruction"]] = r["is_classification"].strip() == "Yes"
+    recs = [_json.loads(x) for x in open(gen2 / "machine_generated_instances.jsonl")]
+    run = RunDir(tmp_path / "run")
+    write_jsonl(run.file("instances"), ({"instruction": r["instruction"], "is_classification": flags[r["instruction"]],
+                                         "raw_instances": r["raw_instances"],
+                                         "finish_reason": r["instance_metadata"]["response"]["choices"][0]["finish_reason"]}
+                                        for r in recs))
+    assert main(["step", "finetuning", "--run-dir", str(run.path)]) == 0
+    assert "instances=78" in capsys.readouterr().out
+    manifest = _json.loads((run.path / "manifest.json").read_text())
+    assert manifest["steps"]["finetuning"]["counts"]["instances"] == 78 and "lm" not in manifest
