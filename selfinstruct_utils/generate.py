@@ -155,17 +155,21 @@ def generate_instructions(
     kept_records: list[dict] = []
     n_candidates = 0
     batch_start_machine: dict[int, int] = {}
+
+    def absorb(rec: dict) -> None:
+        """Count one logged request's candidates and take its kept instructions into the run."""
+        nonlocal n_candidates
+        n_candidates += len(rec["candidates"])
+        rejections.update(c["decision"] for c in rec["candidates"] if c["decision"] != "kept")
+        machine.extend(k["instruction"] for k in rec["kept_records"])
+        kept_records.extend(rec["kept_records"])
+
     # Replay the log: the recorded decisions are the truth; the pool is rebuilt from them.
     for rec in log:
         batch_start_machine.setdefault(rec["batch_idx"], len(machine))
-        for cand in rec["candidates"]:
-            n_candidates += 1
-            if cand["decision"] == "kept":
-                pool.add_unchecked(cand["instruction"])
-                machine.append(cand["instruction"])
-            else:
-                rejections[cand["decision"]] += 1
-        kept_records.extend(rec.get("kept_records", []))
+        for kept in rec["kept_records"]:
+            pool.add_unchecked(kept["instruction"])
+        absorb(rec)
     # Rewrite the kept file from the log, so a kill between the two writes loses or repeats nothing.
     write_jsonl(run.file("instructions"), kept_records)
 
@@ -233,11 +237,7 @@ def generate_instructions(
                 req_out.write(record)
                 for kept in rec_kept:
                     inst_out.write(kept)
-                    machine.append(kept["instruction"])
-                for c in candidates:
-                    n_candidates += 1
-                    if c["decision"] != "kept":
-                        rejections[c["decision"]] += 1
+                absorb(record)
                 if on_request is not None:
                     on_request(record)
                 bar.update(min(len(rec_kept), max(0, num_instructions - bar.n)))
