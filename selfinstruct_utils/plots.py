@@ -38,6 +38,14 @@ def save(fig, name: str, figures_dir: str | os.PathLike | None) -> list[Path]:
     return paths
 
 
+def _finish(fig, name: str | None, figures_dir: str | os.PathLike | None):
+    """Lay out ``fig``, save it as ``name`` (PNG + PDF) when a name is given, and return it."""
+    fig.tight_layout()
+    if name:
+        save(fig, name, figures_dir)
+    return fig
+
+
 def bar_counts(counts: Mapping[str, int], *, title: str, xlabel: str = "count", name: str | None = None,
                figures_dir: str | os.PathLike | None = None):
     """Horizontal bars of named counts (e.g. rejections by reason), largest first, with the count printed."""
@@ -51,10 +59,7 @@ def bar_counts(counts: Mapping[str, int], *, title: str, xlabel: str = "count", 
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.set_xlim(0, max(values + [1]) * 1.15)
-    fig.tight_layout()
-    if name:
-        save(fig, name, figures_dir)
-    return fig
+    return _finish(fig, name, figures_dir)
 
 
 def histogram(values: Sequence[float], *, title: str, xlabel: str, bins: int | Sequence[float] = 30,
@@ -62,9 +67,8 @@ def histogram(values: Sequence[float], *, title: str, xlabel: str, bins: int | S
               ax=None):
     """A histogram with the number of items and (optionally) the mean marked."""
     values = np.asarray(list(values), dtype=float)
-    fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        _, ax = plt.subplots(figsize=(6.5, 3.6))
     ax.hist(values, bins=bins, color=sns.color_palette()[0], edgecolor="white")
     if mark_mean and len(values):
         mean = float(values.mean())
@@ -73,11 +77,7 @@ def histogram(values: Sequence[float], *, title: str, xlabel: str, bins: int | S
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"count (n = {len(values)})")
     ax.set_title(title)
-    fig = fig or ax.figure
-    fig.tight_layout()
-    if name:
-        save(fig, name, figures_dir)
-    return fig
+    return _finish(ax.figure, name, figures_dir)
 
 
 def request_seconds(seconds: Sequence[float], labels: Sequence[str], *, title: str, name: str | None = None,
@@ -88,10 +88,7 @@ def request_seconds(seconds: Sequence[float], labels: Sequence[str], *, title: s
     ax.set_xlabel("request (in order)")
     ax.set_ylabel("seconds")
     ax.set_title(title)
-    fig.tight_layout()
-    if name:
-        save(fig, name, figures_dir)
-    return fig
+    return _finish(fig, name, figures_dir)
 
 
 def verb_noun_sunburst(table, *, title: str = "Top verbs (inner) and their direct-object nouns (outer)",
@@ -128,10 +125,7 @@ def verb_noun_sunburst(table, *, title: str = "Top verbs (inner) and their direc
            rotatelabels=True)
     ax.set_title(title)
     ax.set(aspect="equal")
-    fig.tight_layout()
-    if name:
-        save(fig, name, figures_dir)
-    return fig
+    return _finish(fig, name, figures_dir)
 
 
 def length_distributions(lengths, *, title: str = "Length distributions", name: str | None = None,
@@ -151,10 +145,7 @@ def length_distributions(lengths, *, title: str = "Length distributions", name: 
         else:
             ax.set_title(f"{field} (none)")
     fig.suptitle(title)
-    fig.tight_layout()
-    if name:
-        save(fig, name, figures_dir)
-    return fig
+    return _finish(fig, name, figures_dir)
 
 
 def rating_distribution(counts, *, title: str = "Ratings per model", name: str | None = None,
@@ -179,10 +170,7 @@ def rating_distribution(counts, *, title: str = "Ratings per model", name: str |
     ax.set_xlabel(f"share of responses (%), n = {int(counts.sum(axis=1).max())} per model")
     ax.legend(title="rating", ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.set_title(title, pad=28)
-    fig.tight_layout()
-    if name:
-        save(fig, name, figures_dir)
-    return fig
+    return _finish(fig, name, figures_dir)
 
 
 def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wilson interval)", name: str | None = None,
@@ -204,7 +192,4 @@ def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wil
     ax.set_xlabel("answered 'yes' (%)")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    if name:
-        save(fig, name, figures_dir)
-    return fig
+    return _finish(fig, name, figures_dir)
