@@ -349,10 +349,11 @@ class NoveltyPool:
     maximum is greater than 0.7 (``comparison="gt"``, the default here). The two differ only for a
     candidate whose maximum is exactly the threshold.
 
-    Exact pruning (never changes a decision): with m, n tokens, F1 = 2*LCS/(m+n) <= 2*min(m,n)/(m+n),
-    and LCS <= |multiset intersection|. rapidfuzz's normalized Indel distance with a score cutoff
-    skips pairs that fail the length bound and stops early on the others; the few survivors are
-    scored exactly with rouge-score's float formula and compared with the threshold.
+    Exact pruning (never changes a decision): with m, n tokens, F1 = 2*LCS/(m+n) <= 2*min(m,n)/(m+n).
+    rapidfuzz's normalized Indel distance with a score cutoff skips pairs that fail this length bound
+    and stops early on the others; the few survivors are scored exactly with rouge-score's float
+    formula and compared with the threshold. (The multiset bound, :func:`multiset_bound`, is exact too
+    but costs more in Python than the C++ LCS it would skip, so it is not applied here.)
 
     Args:
         initial: texts that start the pool (e.g. the seed instructions); never filtered.
@@ -385,8 +386,9 @@ class NoveltyPool:
         # A candidate pair can only reach the threshold when its Indel distance / (m+n) <= 1 - t.
         # A small margin keeps rapidfuzz's own float rounding from pruning a borderline pair.
         self._cutoff = min(1.0, 1.0 - threshold + 1e-9)
-        for text in initial:
-            self._append(text, self.vocab.encode(text))
+        initial = list(initial)
+        for text, code in zip(initial, self.vocab.encode_many(initial), strict=True):
+            self._append(text, code)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -399,10 +401,8 @@ class NoveltyPool:
         self.texts.append(text)
         self._codes.append(code)
 
-    def _blocker(self, code: str, choices: list[str], dist: np.ndarray | None) -> tuple[float, int] | None:
+    def _blocker(self, code: str, choices: list[str], dist: np.ndarray) -> tuple[float, int] | None:
         """Best exact score among pairs that survive pruning, if it is too similar."""
-        if dist is None:
-            return None
         near = np.flatnonzero(dist <= self._cutoff)
         best, best_j = -1.0, -1
         for j in near.tolist():
@@ -422,10 +422,10 @@ class NoveltyPool:
         Returns:
             k decisions, in order.
         """
-        codes = [self.vocab.encode(c) for c in candidates]
+        codes = self.vocab.encode_many(candidates)
         if not codes:
             return []
-        dist_pool = None
+        dist_pool = np.empty((len(codes), 0))
         if self._codes:
             dist_pool = process.cdist(
                 codes, self._codes, scorer=Indel.normalized_distance, score_cutoff=self._cutoff,
@@ -435,7 +435,7 @@ class NoveltyPool:
         accepted_codes: list[str] = []
         accepted_texts: list[str] = []
         for i, (text, code) in enumerate(zip(candidates, codes, strict=True)):
-            hit = self._blocker(code, self._codes, dist_pool[i] if dist_pool is not None else None)
+            hit = self._blocker(code, self._codes, dist_pool[i])
             best = (hit[0], self.texts[hit[1]]) if hit else None
             if accepted_codes:
                 local = process.cdist(
@@ -489,7 +489,6 @@ def multiset_bound(a: str, b: str) -> int:
 def length_bound(m: int, n: int) -> float:
     """Exact upper bound of ROUGE-L F1 for texts of m and n tokens: 2*min(m,n)/(m+n) (0 if either is 0)."""
     return 0.0 if m == 0 or n == 0 else 2 * min(m, n) / (m + n)
-
 
 
 def paired(targets: Sequence[str], predictions: Sequence[str], *, unicode: bool = False) -> list[float]:
