@@ -33,52 +33,52 @@ def _add_lm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gguf", help="GGUF file for the embedded backend (default: SmolLM2-135M-Instruct)")
     g.add_argument("--api", choices=["completions", "chat"], default="completions")
     g.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: 1 embedded, 8 otherwise)")
+    g.add_argument("--timeout", type=float, default=None,
+                   help="seconds per request (default: 120; embedded: derived from max_tokens and the speed measured at start)")
     g.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="response cache folder ('' for none)")
+
+
+#: CLI option -> PipelineConfig field. Options default to None: an option left out keeps the stored
+#: configuration of a run being resumed (or the default of a new run); one given is checked against it.
+_CONFIG_OPTIONS = {
+    "seed_tasks": "seed_tasks", "num_instructions": "num_instructions", "seed": "seed",
+    "request_batch_size": "request_batch_size", "max_requests": "max_requests",
+    "rouge_threshold": "rouge_threshold", "rouge_comparison": "rouge_comparison",
+    "include_seed_tasks": "include_seed_tasks", "keep_whole_last_batch": "exact_num_instructions",
+}
 
 
 def _add_run_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--run-dir", default="runs/demo" if demo else None, required=not demo)
     p.add_argument("--seed-tasks", help="seed task JSONL (default: the paper's 175 from the data folder)")
-    p.add_argument("--num-instructions", type=int, default=30 if demo else 100)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--request-batch-size", type=int, default=4)
-    p.add_argument("--max-requests", type=int, default=None)
-    p.add_argument("--rouge-threshold", type=float, default=0.7)
-    p.add_argument("--rouge-comparison", choices=["gt", "ge"], default="gt")
-    p.add_argument("--include-seed-tasks", action="store_true")
+    p.add_argument("--num-instructions", type=int, help=f"instructions to keep (default {30 if demo else 100})")
+    p.add_argument("--seed", type=int, help="random seed (default 42)")
+    p.add_argument("--request-batch-size", type=int, help="step-1 requests per pool state (default 4)")
+    p.add_argument("--max-requests", type=int, help="step-1 request budget (default 20 + 4 x num-instructions)")
+    p.add_argument("--rouge-threshold", type=float, help="novelty filter threshold (default 0.7)")
+    p.add_argument("--rouge-comparison", choices=["gt", "ge"], help="reject when max ROUGE-L > (gt, default) or >= (ge) it")
+    p.add_argument("--keep-whole-last-batch", action="store_const", const=True, default=None,
+                   help="keep every novel instruction of step 1's last batch, as the released code (default: exactly N)")
+    p.add_argument("--include-seed-tasks", action="store_const", const=True, default=None,
+                   help="add the seed tasks' instances to the finetuning data")
     p.add_argument("--instruction-max-tokens", type=int, default=None, help="step 1 max_tokens (Table 4: 1024)")
     p.add_argument("--instance-max-tokens", type=int, default=None, help="step 3 max_tokens (Table 4: 300)")
+    p.add_argument("--force-new-config", action="store_true",
+                   help="continue a run under a changed configuration (recorded in its manifest)")
     p.add_argument("--no-progress", action="store_true")
 
 
-@contextlib.contextmanager
-def _client(args):
-    cache = args.cache_dir or None
-    if args.backend == "embedded":
-        from .local_lm import EmbeddedLM
-
-        with EmbeddedLM(args.gguf) as lm:
-            yield lm.client(api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 1), lm.describe()
-        return
-    from .llm import LMClient
-
-    if not args.model:
-        raise SystemExit("error: --model is required with --backend openai or server")
-    if args.backend == "server" and not args.base_url:
-        raise SystemExit("error: --base-url is required with --backend server")
-    client = LMClient(args.model, base_url=args.base_url if args.backend == "server" else None,
-                      api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 8)
-    yield client, {"backend": args.backend}
-
-
 def _config(args, demo: bool) -> PipelineConfig:
-    kw = dict(
-        seed_tasks=args.seed_tasks, num_instructions=args.num_instructions, seed=args.seed,
-        request_batch_size=args.request_batch_size, max_requests=args.max_requests,
-        rouge_threshold=args.rouge_threshold, rouge_comparison=args.rouge_comparison,
-        include_seed_tasks=args.include_seed_tasks,
-    )
-    config = PipelineConfig.demo(**kw) if demo else PipelineConfig(**kw)
+    """The run's configuration: a resumed run's stored one (else the defaults), with the options given."""
+    from .runs import stored_config
+
+    stored = stored_config(args.run_dir)
+    config = PipelineConfig.from_dict(stored) if stored else (PipelineConfig.demo() if demo else PipelineConfig())
+    for option, name in _CONFIG_OPTIONS.items():
+        value = getattr(args, option)
+        if value is not None:
+            setattr(config, name, (not value) if option == "keep_whole_last_batch" else value)
+    config.params = dict(config.params)
     if args.instruction_max_tokens:
         config.params["instructions"] = config.params["instructions"].replace(max_tokens=args.instruction_max_tokens)
     if args.instance_max_tokens:
@@ -86,10 +86,48 @@ def _config(args, demo: bool) -> PipelineConfig:
     return config
 
 
+@contextlib.contextmanager
+def _client(args, embedded=None):
+    cache = args.cache_dir or None
+    if args.backend == "embedded":
+        with embedded as lm:
+            yield lm.client(api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 1,
+                            **({"timeout": args.timeout} if args.timeout else {})), lm.describe()
+        return
+    from .llm import LMClient
+
+    client = LMClient(args.model, base_url=args.base_url if args.backend == "server" else None,
+                      api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 8,
+                      timeout=args.timeout or 120.0)
+    yield client, {"backend": args.backend}
+
+
 def _run(args, steps: tuple[str, ...], demo: bool) -> int:
+    from .pipeline import check_resumable
+
     config = _config(args, demo)
-    with _client(args) as (client, backend):
-        run_pipeline(client, args.run_dir, config, steps=steps, backend=backend, progress=not args.no_progress)
+    # Every input is checked before a server starts or a folder is created.
+    if args.backend != "embedded" and "finetuning" not in steps[:1] and not args.model:
+        raise SystemExit("error: --model is required with --backend openai or server")
+    if args.backend == "server" and not args.base_url:
+        raise SystemExit("error: --base-url is required with --backend server")
+    embedded = None
+    identity = None
+    if steps == ("finetuning",):
+        check_resumable(args.run_dir, config, force_new_config=args.force_new_config)
+        run_pipeline(None, args.run_dir, config, steps=steps, progress=not args.no_progress,
+                     force_new_config=args.force_new_config, source="cli")
+        print(format_summary(args.run_dir))
+        return 0
+    if args.backend == "embedded":
+        from .local_lm import EmbeddedLM
+
+        embedded = EmbeddedLM(args.gguf).resolve()
+        identity = embedded.identity
+    check_resumable(args.run_dir, config, identity=identity, force_new_config=args.force_new_config)
+    with _client(args, embedded) as (client, backend):
+        run_pipeline(client, args.run_dir, config, steps=steps, backend=backend, progress=not args.no_progress,
+                     force_new_config=args.force_new_config, source="cli")
     print(format_summary(args.run_dir))
     return 0
 
@@ -123,18 +161,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"downloaded into {download(args.dest)}")
             return 0
         if args.command == "step":
-            if args.name == "finetuning":
-                from .data import seed_tasks_path
-                from .finetune import build_finetuning_data
-                from .records import load_seed_tasks
-                from .runs import RunDir
-
-                run = RunDir(args.run_dir)
-                seeds = load_seed_tasks(seed_tasks_path(args.seed_tasks)) if args.include_seed_tasks else None
-                r = build_finetuning_data(run, seed=args.seed, seed_tasks=seeds)
-                run.record_step("finetuning", counts=r.counts, rejections=r.rejections, seconds=r.seconds)
-                print(format_summary(args.run_dir))
-                return 0
             return _run(args, (args.name,), demo=False)
         return _run(args, STEPS, demo=args.command == "demo")
     except KeyboardInterrupt:
@@ -145,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         from .llm import LMRequestError
         from .local_lm import EmbeddedLMError
         from .records import DataFormatError
+        from .runs import ConfigChangedError
 
-        if isinstance(err, DataNotFoundError | DataFormatError | LMRequestError | EmbeddedLMError | ConnectionError):
+        if isinstance(err, DataNotFoundError | DataFormatError | LMRequestError | EmbeddedLMError | ConnectionError
+                      | ConfigChangedError):
             print(f"error: {err}", file=sys.stderr)
             return 2
         raise

@@ -47,10 +47,8 @@ class DataNotFoundError(FileNotFoundError):
     """The data folder or a file in it cannot be found; the message says where the kit looked."""
 
 
-def _candidates(explicit: str | os.PathLike | None) -> list[Path]:
+def _candidates() -> list[Path]:
     out = []
-    if explicit is not None:
-        out.append(Path(explicit))
     env = os.environ.get("SELFINSTRUCT_DATA")
     if env:
         out.append(Path(env))
@@ -64,18 +62,24 @@ def data_dir(explicit: str | os.PathLike | None = None, *, must_contain: str | N
     """The data folder: explicit path, ``$SELFINSTRUCT_DATA``, ``../shared/data``, the download cache.
 
     Args:
-        explicit: a folder given by the caller; used as is when given.
+        explicit: a folder given by the caller; used alone when given (it must hold ``must_contain``).
         must_contain: a relative file path the chosen folder must hold (else the next candidate).
     Raises:
-        DataNotFoundError: no candidate exists (lists them, and says how to download).
+        DataNotFoundError: an explicit folder is missing or lacks the file, or no candidate exists
+            (lists them, and says how to download).
     """
-    if explicit is not None and must_contain is None:
+    if explicit is not None:  # an explicit folder is used as is, never silently replaced by another
         path = Path(explicit)
         if not path.is_dir():
             raise DataNotFoundError(f"data folder {path} does not exist")
+        if must_contain is not None and not (path / must_contain).exists():
+            raise DataNotFoundError(
+                f"data folder {path} has no {must_contain}. Point it at a folder that has, or run "
+                "`selfinstruct download` (needs internet)."
+            )
         return path
     tried = []
-    for cand in _candidates(explicit):
+    for cand in _candidates():
         tried.append(str(cand))
         if cand.is_dir() and (must_contain is None or (cand / must_contain).exists()):
             return cand

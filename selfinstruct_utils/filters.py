@@ -15,19 +15,16 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-from .parse import Rejection
+from .parse import ParsedInstances, Rejection, parse_instances
 from .records import Instance
 
 __all__ = [
     "BLACKLIST",
     "instruction_rejection_reason",
-    "filter_instructions",
-    "InstanceFilterResult",
     "filter_instances",
+    "parse_and_filter_task",
     "sample_max_per_task",
 ]
 
@@ -54,8 +51,8 @@ def instruction_rejection_reason(
         min_words: fewest words kept (paper: more than 3, so 4).
         max_words: most words kept (paper: 150).
         blacklist: keywords (default :data:`BLACKLIST`).
-        drop_write_a_program: drop instructions starting "Write a program" (released code; the LM tends
-            to append it to existing tasks).
+        drop_write_a_program: drop instructions starting "Write a program" in any case (released code,
+            which lower-cases an instruction before the check; the LM tends to append it to tasks).
     Returns:
         A reason key or None. Words are whitespace-separated tokens.
     Source: paper Sec. 2.2; released ``bootstrap_instructions.py``.
@@ -73,7 +70,7 @@ def instruction_rejection_reason(
     )
     if pattern.search(text):
         return "blacklisted_keyword"
-    if drop_write_a_program and text.startswith("Write a program"):
+    if drop_write_a_program and text.lower().startswith("write a program"):
         return "write_a_program"
     if text[0] in string.punctuation:
         return "starts_with_punctuation"
@@ -82,38 +79,11 @@ def instruction_rejection_reason(
     return None
 
 
-def filter_instructions(instructions: Iterable[str], **kwargs) -> tuple[list[str], list[Rejection]]:
-    """Apply :func:`instruction_rejection_reason` to each instruction.
-
-    Returns:
-        (kept instructions in order, rejections with reasons).
-    """
-    kept, rejected = [], []
-    for inst in instructions:
-        reason = instruction_rejection_reason(inst, **kwargs)
-        if reason is None:
-            kept.append(inst)
-        else:
-            rejected.append(Rejection(inst, reason))
-    return kept, rejected
-
-
-@dataclass
-class InstanceFilterResult:
-    """Kept instances (order of first appearance) and one rejection per dropped instance."""
-
-    instances: list[Instance] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-
-    def reason_counts(self) -> Counter:
-        return Counter(r.reason for r in self.rejections)
-
-
 def _instance_text(inst: Instance) -> str:
     return f"Input: {inst.input}\nOutput: {inst.output}"
 
 
-def filter_instances(instances: Sequence[Instance]) -> InstanceFilterResult:
+def filter_instances(instances: Sequence[Instance]) -> ParsedInstances:
     """Drop invalid and duplicate instances of one task.
 
     Order of checks: per instance ``input_equals_output``, ``empty_output``, ``ends_with_colon``;
@@ -122,10 +92,11 @@ def filter_instances(instances: Sequence[Instance]) -> InstanceFilterResult:
     (``duplicate``). Inputs and outputs are compared after stripping.
 
     Returns:
-        An :class:`InstanceFilterResult`. Kept instances keep their first-appearance order.
+        A :class:`~selfinstruct_utils.parse.ParsedInstances`: kept instances in first-appearance
+        order, one rejection per dropped instance.
     Source: paper Sec. 2.2; released ``prepare_for_finetuning.py``.
     """
-    result = InstanceFilterResult()
+    result = ParsedInstances()
     valid: list[Instance] = []
     for inst in instances:
         inp, out = inst.input.strip(), inst.output.strip()
@@ -152,6 +123,18 @@ def filter_instances(instances: Sequence[Instance]) -> InstanceFilterResult:
             seen.add(inst)
             result.instances.append(inst)
     return result
+
+
+def parse_and_filter_task(raw_text: str | None, is_classification: bool, finish_reason: str | None) -> ParsedInstances:
+    """Parse one task's raw instance text (step 3's output) and apply the instance filters (no per-task cap).
+
+    Returns:
+        Kept instances and every rejection: the parser's (``no_instances_parsed``, ``truncated``) and the
+        filters' (:func:`filter_instances`).
+    """
+    parsed = parse_instances(raw_text, is_classification, finish_reason)
+    filtered = filter_instances(parsed.instances)
+    return ParsedInstances(filtered.instances, parsed.rejections + filtered.rejections)
 
 
 def sample_max_per_task(

@@ -19,43 +19,18 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .filters import filter_instances, sample_max_per_task
-from .generate import StepResult
-from .parse import parse_instances
-from .records import Instance, SeedTask, write_jsonl
-from .runs import RunDir
+from .filters import parse_and_filter_task, sample_max_per_task
+from .records import SeedTask, write_jsonl
+from .runs import RunDir, StepResult
+from .templates import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT
 
 __all__ = [
-    "TEMPLATES_WITH_INPUT",
-    "TEMPLATES_WITHOUT_INPUT",
     "TrainingExample",
     "encode_prompt_completion",
-    "parse_and_filter_task",
     "build_finetuning_data",
     "to_alpaca",
     "to_chat_messages",
 ]
-
-#: (prompt pattern, completion pattern) pairs for instances with an input (paper Sec. 2.3).
-TEMPLATES_WITH_INPUT: tuple[tuple[str, str], ...] = (
-    ("{instruction}\nInput: {input}\nOutput:", " {output}{eos}"),
-    ("{instruction}\n\nInput: {input}\n\nOutput:", " {output}{eos}"),
-    ("Task: {instruction}\nInput: {input}\nOutput:", " {output}{eos}"),
-    ("{instruction}\n\n{input}\n\nOutput:", " {output}{eos}"),
-    ("{instruction}\n\n{input}\n\n", "{output}{eos}"),
-    ("{instruction}\n{input}\n\n", "{output}{eos}"),
-    ("Task: {instruction}\n\n{input}\n\n", "{output}{eos}"),
-)
-#: (prompt pattern, completion pattern) pairs for instances without input.
-TEMPLATES_WITHOUT_INPUT: tuple[tuple[str, str], ...] = (
-    ("{instruction} Output:", " {output}{eos}"),
-    ("{instruction}\nOutput:", " {output}{eos}"),
-    ("{instruction}\n\nOutput:", " {output}{eos}"),
-    ("{instruction}\n", "{output}{eos}"),
-    ("{instruction}\n\n", "{output}{eos}"),
-    ("Task: {instruction}\n\n", "{output}{eos}"),
-)
-
 
 @dataclass(frozen=True)
 class TrainingExample:
@@ -124,20 +99,6 @@ def to_chat_messages(examples: Iterable[TrainingExample]) -> list[dict]:
     return out
 
 
-def parse_and_filter_task(
-    raw_text: str, is_classification: bool, finish_reason: str | None
-) -> tuple[list[Instance], Counter]:
-    """Parse one task's raw instance text and apply the instance filters (no per-task cap).
-
-    Returns:
-        (kept instances as :class:`~selfinstruct_utils.records.Instance`, rejections by reason).
-    """
-    parsed = parse_instances(raw_text, is_classification, finish_reason)
-    filtered = filter_instances(parsed.instances)
-    reasons = Counter(r.reason for r in parsed.rejections) + filtered.reason_counts()
-    return filtered.instances, reasons
-
-
 def build_finetuning_data(
     run: RunDir,
     *,
@@ -153,7 +114,8 @@ def build_finetuning_data(
         seed: random seed for the per-task sample, the template choice and the shuffle.
         max_instances_per_task: cap per task (paper: 5).
         seed_tasks: also include these human-written tasks' instances (released code's
-            ``--include_seed_tasks``).
+            ``--include_seed_tasks``); instances with an empty output are left out and counted
+            (``seed_empty_output``).
         eos: end-of-text marker of the prompt/completion format.
     Returns:
         counts ``tasks``, ``tasks_with_instances``, ``instances``, ``prompt_completion``; rejections of
@@ -166,15 +128,19 @@ def build_finetuning_data(
     rejections: Counter = Counter()
     tasks_with = 0
     for rec in records:
-        kept, reasons = parse_and_filter_task(rec["raw_instances"], rec["is_classification"], rec.get("finish_reason"))
-        rejections += reasons
-        kept, over = sample_max_per_task(kept, max_instances_per_task, rng)
+        parsed = parse_and_filter_task(rec["raw_instances"], rec["is_classification"], rec.get("finish_reason"))
+        rejections += parsed.reason_counts()
+        kept, over = sample_max_per_task(parsed.instances, max_instances_per_task, rng)
         rejections["over_max_per_task"] += len(over)
         tasks_with += bool(kept)
         examples.extend(TrainingExample(rec["instruction"].strip(), i.input, i.output) for i in kept)
     n_generated = len(examples)
     for task in seed_tasks or ():
-        examples.extend(TrainingExample(task.instruction.strip(), i.input.strip(), i.output.strip()) for i in task.instances)
+        for inst in task.instances:
+            if inst.output.strip():
+                examples.append(TrainingExample(task.instruction.strip(), inst.input.strip(), inst.output.strip()))
+            else:
+                rejections["seed_empty_output"] += 1
 
     folder = run.path / "finetuning"
     write_jsonl(folder / "all_generated_instances.jsonl", (e.to_dict() for e in examples[:n_generated]))

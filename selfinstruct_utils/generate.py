@@ -1,12 +1,20 @@
 """Steps 1-3 of Self-Instruct against any :class:`~selfinstruct_utils.llm.LMClient`.
 
-1. :func:`generate_instructions` -- bootstrap new instructions from the task pool (paper Sec. 2.2).
-2. :func:`classify_instructions` -- is each instruction a classification task?
-3. :func:`generate_instances` -- input-first or output-first instances for each instruction.
+Step 1, as the paper's Sec. 2.2 reads, in three pieces:
+
+- :func:`build_prompts`: the prompts of one batch of requests, each with 8 in-context instructions
+  (6 seeds + 2 machine-generated) drawn from the task pool as it was when the batch started;
+- :func:`decide_candidates`: one completion -> candidate instructions -> rule filters -> ROUGE-L
+  novelty filter against the pool (kept ones join it);
+- :func:`generate_instructions`: the driver that resumes from the request log, sends batches and writes
+  each request's record.
+
+Step 2, :func:`classify_instructions`: is each instruction a classification task? Step 3,
+:func:`generate_instances`: input-first or output-first instances for each instruction.
 
 Every step appends its records to the run directory as they arrive and resumes where a previous run
-stopped: re-running a step skips what its files already hold. Randomness is seeded per request
-(``seed`` and request index), so a resumed run builds the same prompts as an uninterrupted one.
+stopped. Randomness is seeded per request (``seed`` and request index), so a resumed run builds the
+same prompts as an uninterrupted one. Each batch's LM usage goes to the run's usage log first.
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
@@ -24,33 +31,19 @@ from .filters import instruction_rejection_reason
 from .llm import TABLE4, LMClient, SamplingParams
 from .parse import parse_instructions, parse_is_classification
 from .records import SeedTask, write_jsonl
-from .rouge import NoveltyPool
-from .runs import RunDir
+from .rouge import RougeIndex
+from .runs import RunDir, StepResult
 from .templates import encode_classification_prompt, encode_instance_prompt, encode_instruction_prompt
 
 __all__ = [
-    "StepResult",
     "request_seed",
     "sample_prompt_instructions",
+    "build_prompts",
+    "decide_candidates",
     "generate_instructions",
     "classify_instructions",
     "generate_instances",
 ]
-
-
-@dataclass
-class StepResult:
-    """What a step did in this call and overall.
-
-    Attributes:
-        counts: named counts (e.g. ``requests``, ``kept``), over the whole run directory.
-        rejections: rejected items by reason, over the whole run directory.
-        seconds: wall time of this call.
-    """
-
-    counts: dict[str, int] = field(default_factory=dict)
-    rejections: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
 
 
 def request_seed(seed: int, request_idx: int) -> int:
@@ -87,6 +80,96 @@ def sample_prompt_instructions(
     return chosen
 
 
+def build_prompts(
+    seed_instructions: Sequence[str],
+    machine_instructions: Sequence[str],
+    request_ids: Sequence[int],
+    *,
+    seed: int,
+    num_prompt_instructions: int = 8,
+    num_machine_instructions: int = 2,
+    classification: bool = False,
+) -> list[tuple[list[str], str]]:
+    """The prompts of one batch of step-1 requests (pure: the same arguments give the same prompts).
+
+    Args:
+        seed_instructions: the human-written seed instructions.
+        machine_instructions: the machine-generated pool as it was when the batch started.
+        request_ids: the batch's request indices; request r draws from ``random.Random(f"{seed}:{r}")``.
+        seed: the run's random seed.
+        num_prompt_instructions, num_machine_instructions: prompt composition (paper: 8 and 2).
+        classification: the classification-only header (released ``--use_clf_seed_tasks_only``).
+    Returns:
+        One (in-context instructions, prompt text) pair per request.
+    Source: paper Sec. 2.2 and Table 6.
+    """
+    out = []
+    for rid in request_ids:
+        chosen = sample_prompt_instructions(
+            seed_instructions, machine_instructions, random.Random(f"{seed}:{rid}"),
+            num_prompt_instructions=num_prompt_instructions, num_machine_instructions=num_machine_instructions,
+        )
+        out.append((chosen, encode_instruction_prompt(chosen, classification=classification)))
+    return out
+
+
+def decide_candidates(
+    text: str | None,
+    finish_reason: str | None,
+    pool: RougeIndex,
+    *,
+    threshold: float = 0.7,
+    comparison: str = "gt",
+    still_needed: int | None = None,
+    record_similar: int = 10,
+) -> tuple[list[dict], list[dict]]:
+    """Decide one completion's candidate instructions against the task pool (accepted ones join it).
+
+    The continuation is parsed (:func:`~selfinstruct_utils.parse.parse_instructions`), the rule filters
+    run (:func:`~selfinstruct_utils.filters.instruction_rejection_reason`), then the ROUGE-L novelty
+    filter (:meth:`~selfinstruct_utils.rouge.RougeIndex.add_novel`).
+
+    Args:
+        text, finish_reason: the completion.
+        pool: the task pool (seeds + kept machine instructions); modified.
+        threshold, comparison: the novelty filter (paper: 0.7).
+        still_needed: keep at most this many (later novel ones are decided ``over_target``); None: no limit.
+        record_similar: neighbours recorded per kept instruction (0: none).
+    Returns:
+        ``(candidates, kept)``: every candidate as {"instruction", "decision"} (a rejection reason,
+        "too_similar" with "rougeL" and "most_similar", "over_target", or "kept"), and one record per
+        kept instruction with its ``most_similar`` pool instructions (pool as it was before it joined)
+        and ``avg_similarity_score``, as the released code records them.
+    """
+    parsed = parse_instructions(text, finish_reason)
+    candidates = [{"instruction": r.text, "decision": r.reason} for r in parsed.rejections]
+    passing = []
+    for inst in parsed.instructions:
+        reason = instruction_rejection_reason(inst)
+        if reason is None:
+            passing.append(inst)
+        else:
+            candidates.append({"instruction": inst, "decision": reason})
+    n_before = len(pool)
+    decisions = pool.add_novel(passing, threshold=threshold, comparison=comparison, max_accept=still_needed)
+    kept = []
+    for inst, dec in zip(passing, decisions, strict=True):
+        if dec.accepted:
+            record = {"instruction": inst}
+            if record_similar:
+                (neighbours, mean), = pool.top_k([inst], record_similar, upto=n_before + len(kept))
+                record["most_similar"] = dict(neighbours)
+                record["avg_similarity_score"] = mean
+            kept.append(record)
+            candidates.append({"instruction": inst, "decision": "kept"})
+        elif dec.over_limit:
+            candidates.append({"instruction": inst, "decision": "over_target"})
+        else:
+            candidates.append({"instruction": inst, "decision": "too_similar", "rougeL": dec.score,
+                               "most_similar": dec.blocker})
+    return candidates, kept
+
+
 def _bar(total: int, desc: str, progress: bool, initial: int = 0):
     return tqdm(total=total, desc=desc, initial=initial, disable=not progress, unit="it", dynamic_ncols=True)
 
@@ -103,6 +186,7 @@ def generate_instructions(
     max_requests: int | None = None,
     rouge_threshold: float = 0.7,
     rouge_comparison: str = "gt",
+    exact_num_instructions: bool = True,
     params: SamplingParams = TABLE4["instructions"],
     seed: int = 42,
     classification_only: bool = False,
@@ -112,24 +196,23 @@ def generate_instructions(
 ) -> StepResult:
     """Step 1: bootstrap instructions until ``num_instructions`` are kept (paper Sec. 2.2).
 
-    Each request samples its in-context instructions (:func:`sample_prompt_instructions`) from the
-    pool as it was when its batch started, the LM continues the numbered list, the continuation is
-    parsed, the rule filters run, then the ROUGE-L novelty filter against seeds plus everything kept.
-
     Files: ``instruction_requests.jsonl`` (one line per request: prompt, raw completion, every
-    candidate and its decision) and ``machine_generated_instructions.jsonl`` (kept instructions with
-    their ``most_similar`` neighbours and ``avg_similarity_score``, as the released code records).
+    candidate and its decision: the source of truth, replayed on resume) and
+    ``machine_generated_instructions.jsonl`` (kept instructions, rebuilt from the log on resume).
 
     Args:
         client: the LM.
         seed_tasks: the human-written seed tasks.
         run: the run directory (resumed if it has requests already).
-        num_instructions: target number of kept machine-generated instructions.
+        num_instructions: machine-generated instructions to keep.
         num_prompt_instructions, num_machine_instructions: prompt composition (paper: 8 and 2).
         request_batch_size: requests built from the same pool state and sent together.
         max_requests: stop after this many requests even if the target is not reached
             (default ``20 + 4 * num_instructions``): a weak LM must not loop forever.
-        rouge_threshold, rouge_comparison: the novelty filter (see :class:`~selfinstruct_utils.rouge.NoveltyPool`).
+        rouge_threshold, rouge_comparison: the novelty filter (see :meth:`RougeIndex.add_novel`).
+        exact_num_instructions: keep exactly ``num_instructions``; novel candidates past the target
+            stay in the request log as ``over_target``. False: keep every novel candidate of the last
+            batch, as the released code does (which then holds more than asked for).
         params: sampling parameters (paper Table 4); each request gets its own ``seed``.
         seed: the run's random seed.
         classification_only: use only classification seed tasks and the classification header.
@@ -138,6 +221,9 @@ def generate_instructions(
         on_request: called with each request's log record (for notebooks).
     Returns:
         A :class:`StepResult` with counts ``requests``, ``candidates``, ``kept`` and rejections by reason.
+    Raises:
+        ValueError: no seed instructions.
+        LMRequestError: a request failed after its retries (every record written before stays).
     """
     start = time.perf_counter()
     if max_requests is None:
@@ -149,7 +235,7 @@ def generate_instructions(
 
     run.truncate_to_complete_lines("requests")
     log = run.read("requests")
-    pool = NoveltyPool(seed_instructions, threshold=rouge_threshold, comparison=rouge_comparison)
+    pool = RougeIndex(seed_instructions)
     rejections: Counter = Counter()
     machine: list[str] = []
     kept_records: list[dict] = []
@@ -167,8 +253,7 @@ def generate_instructions(
     # Replay the log: the recorded decisions are the truth; the pool is rebuilt from them.
     for rec in log:
         batch_start_machine.setdefault(rec["batch_idx"], len(machine))
-        for kept in rec["kept_records"]:
-            pool.add_unchecked(kept["instruction"])
+        pool.add([k["instruction"] for k in rec["kept_records"]])
         absorb(rec)
     # Rewrite the kept file from the log, so a kill between the two writes loses or repeats nothing.
     write_jsonl(run.file("instructions"), kept_records)
@@ -179,50 +264,25 @@ def generate_instructions(
         while len(machine) < num_instructions and next_request < max_requests:
             batch_idx = next_request // request_batch_size
             first = batch_idx * request_batch_size
-            n_pool_at_start = batch_start_machine.setdefault(batch_idx, len(machine))
-            machine_at_start = machine[:n_pool_at_start]
+            machine_at_start = machine[: batch_start_machine.setdefault(batch_idx, len(machine))]
             request_ids = list(range(next_request, min(first + request_batch_size, max_requests)))
-            prompt_lists = [
-                sample_prompt_instructions(
-                    seed_instructions, machine_at_start, random.Random(f"{seed}:{rid}"),
-                    num_prompt_instructions=num_prompt_instructions,
-                    num_machine_instructions=num_machine_instructions,
-                )
-                for rid in request_ids
-            ]
-            prompts = [encode_instruction_prompt(pl, classification=classification_only) for pl in prompt_lists]
+            prompts = build_prompts(
+                seed_instructions, machine_at_start, request_ids, seed=seed,
+                num_prompt_instructions=num_prompt_instructions, num_machine_instructions=num_machine_instructions,
+                classification=classification_only,
+            )
             completions = client.complete(
-                prompts, params, step="instructions", request_ids=request_ids,
+                [p for _, p in prompts], params, step="instructions", request_ids=request_ids,
                 seeds=[request_seed(seed, rid) for rid in request_ids],
             )
-            for rid, plist, prompt, comp in zip(request_ids, prompt_lists, prompts, completions, strict=True):
-                parsed = parse_instructions(comp.text, comp.finish_reason)
-                candidates = [{"instruction": r.text, "decision": r.reason} for r in parsed.rejections]
-                passing = []
-                for inst in parsed.instructions:
-                    reason = instruction_rejection_reason(inst)
-                    if reason is None:
-                        passing.append(inst)
-                    else:
-                        candidates.append({"instruction": inst, "decision": reason})
-                n_before = len(pool)
-                decisions = pool.add_batch(passing)
-                rec_kept = []
-                added = 0
-                for inst, dec in zip(passing, decisions, strict=True):
-                    if dec.accepted:
-                        entry = {"instruction": inst, "decision": "kept"}
-                        kept = {"instruction": inst, "request_idx": rid}
-                        if record_similar:
-                            nbrs, mean = pool.similar(inst, record_similar, upto=n_before + added)
-                            kept["most_similar"] = dict(nbrs)
-                            kept["avg_similarity_score"] = mean
-                        rec_kept.append(kept)
-                        added += 1
-                    else:
-                        entry = {"instruction": inst, "decision": "too_similar",
-                                 "rougeL": dec.score, "most_similar": dec.blocker}
-                    candidates.append(entry)
+            run.log_usage("instructions", completions, client.price_per_million)
+            for rid, (plist, prompt), comp in zip(request_ids, prompts, completions, strict=True):
+                candidates, kept = decide_candidates(
+                    comp.text, comp.finish_reason, pool, threshold=rouge_threshold, comparison=rouge_comparison,
+                    still_needed=num_instructions - len(machine) if exact_num_instructions else None,
+                    record_similar=record_similar,
+                )
+                kept = [{"instruction": k.pop("instruction"), "request_idx": rid, **k} for k in kept]
                 record = {
                     "request_idx": rid,
                     "batch_idx": batch_idx,
@@ -232,15 +292,15 @@ def generate_instructions(
                     "finish_reason": comp.finish_reason,
                     "usage": {"prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens},
                     "candidates": candidates,
-                    "kept_records": rec_kept,
+                    "kept_records": kept,
                 }
                 req_out.write(record)
-                for kept in rec_kept:
-                    inst_out.write(kept)
+                for k in kept:
+                    inst_out.write(k)
                 absorb(record)
                 if on_request is not None:
                     on_request(record)
-                bar.update(min(len(rec_kept), max(0, num_instructions - bar.n)))
+                bar.update(min(len(kept), max(0, num_instructions - bar.n)))
                 next_request = rid + 1
     bar.close()
     return StepResult(
@@ -285,6 +345,7 @@ def _map_step(
         for lo in range(len(done), len(instructions), batch_size):
             ids = list(range(lo, min(lo + batch_size, len(instructions))))
             comps = client.complete([prompt_of(k) for k in ids], params, step=key, request_ids=ids)
+            run.log_usage(key, comps, client.price_per_million)
             for k, comp in zip(ids, comps, strict=True):
                 rec = record_of(k, comp)
                 out.write(rec)

@@ -7,8 +7,14 @@
   exponential backoff on rate limits (honouring Retry-After), timeouts, connection errors and 5xx are
   the ``openai`` client's own (``max_retries``); after the last one, :class:`LMRequestError` names the
   step, the request and the cause.
-- An on-disk response cache keyed by (endpoint, model, prompt, parameters) -- never the API key, nor the
-  server address -- so re-running a notebook costs nothing and gives the same text.
+- An on-disk response cache keyed by (endpoint, model name, model *identity*, prompt, parameters), never
+  the API key, so re-running a notebook costs nothing and gives the same text, and one model's answers
+  are never served for another's: the identity is the GGUF's content hash for the embedded server, the
+  base URL plus the model id the server reports (``/v1/models``) for any other server, and
+  ``openai:<model>`` for OpenAI.
+- A per-request timeout: fixed, or derived from ``max_tokens`` and a worst-case generation speed
+  (the embedded server measures its own). A timed-out request can be left unretried
+  (``retry_timeouts=False``), so a retry never queues behind the generation the client gave up on.
 - Token usage, LM seconds and estimated cost per step (:class:`Usage`).
 
 The API key comes from the ``api_key`` argument or ``OPENAI_API_KEY``; it is never written anywhere.
@@ -145,16 +151,17 @@ class LMRequestError(RuntimeError):
 class ResponseCache:
     """Responses on disk, one JSON file per request key (``<dir>/<k[:2]>/<k>.json``), written atomically.
 
-    The key is the SHA-256 of the endpoint, model, prompt and sampling parameters.
+    The key is the SHA-256 of the endpoint, the model name, the model identity (see :class:`LMClient`),
+    the prompt and the sampling parameters.
     """
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
 
     @staticmethod
-    def key(api: str, model: str, prompt: str, params: SamplingParams) -> str:
+    def key(api: str, model: str, prompt: str, params: SamplingParams, identity: str = "") -> str:
         payload = json.dumps(
-            {"api": api, "model": model, "prompt": prompt, "params": params.to_request()},
+            {"api": api, "model": model, "identity": identity, "prompt": prompt, "params": params.to_request()},
             sort_keys=True, ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
@@ -208,9 +215,15 @@ class LMClient:
         api: "completions" (plain prompt continuation, as the paper) or "chat".
         max_concurrency: most requests in flight at once.
         max_retries: retries per request for transient faults (rate limit, timeout, 5xx, connection).
-        timeout: seconds per request attempt.
+        timeout: seconds per request attempt; None derives it per request from ``max_tokens``:
+            ``60 + max_tokens / tokens_per_second`` (120 s when ``tokens_per_second`` is None too).
+        tokens_per_second: the slowest generation speed to allow for (tokens/s), for derived timeouts.
+        retry_timeouts: False: a request that timed out is not retried (a single-slot server such as
+            llama.cpp keeps generating the abandoned answer, and a retry would queue behind it); other
+            transient faults are still retried ``max_retries`` times with exponential backoff.
         cache_dir: folder of the response cache, or None for no cache.
         price_per_million: (input, output) USD per million tokens, for the cost estimate.
+        identity: what identifies the model's weights in the cache key (default: see :attr:`identity`).
     """
 
     def __init__(
@@ -222,9 +235,12 @@ class LMClient:
         api: Literal["completions", "chat"] = "completions",
         max_concurrency: int = 4,
         max_retries: int = 5,
-        timeout: float = 120.0,
+        timeout: float | None = 120.0,
+        tokens_per_second: float | None = None,
+        retry_timeouts: bool = True,
         cache_dir: str | os.PathLike | None = None,
         price_per_million: tuple[float, float] = (0.0, 0.0),
+        identity: str | None = None,
     ):
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
@@ -236,6 +252,9 @@ class LMClient:
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.timeout = timeout
+        self.tokens_per_second = tokens_per_second
+        self.retry_timeouts = retry_timeouts
+        self._identity = identity
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.price_per_million = price_per_million
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
@@ -248,11 +267,58 @@ class LMClient:
     def __repr__(self) -> str:  # never shows the key
         return f"LMClient(model={self.model!r}, base_url={self.base_url!r}, api={self.api!r})"
 
+    @property
+    def identity(self) -> str:
+        """What the model is, for the cache key and the run manifest.
+
+        Given at construction (the embedded server passes its GGUF's content hash); else
+        ``openai:<model>`` for OpenAI, and for any other server its base URL plus the model id that
+        its ``/v1/models`` reports for this model name (asked once).
+
+        Raises:
+            LMRequestError: the server's ``/v1/models`` cannot be read.
+        """
+        if self._identity is None:
+            if self.base_url is None:
+                self._identity = f"openai:{self.model}"
+            else:
+                self._identity = f"server:{self.base_url.rstrip('/')}#{self._reported_model_id()}"
+        return self._identity
+
+    def _reported_model_id(self) -> str:
+        import urllib.error
+        import urllib.request
+
+        url = self.base_url.rstrip("/") + "/models"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._api_key}"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                data = json.loads(resp.read())
+            ids = sorted(str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m)
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise LMRequestError(self._sanitize(
+                f"cannot ask {url} which model it serves ({type(err).__name__}: {err}); "
+                "the kit needs it to key its response cache by model"
+            )) from None
+        if self.model in ids:
+            return self.model
+        return ",".join(ids) or self.model
+
+    def timeout_for(self, params: SamplingParams) -> float:
+        """Seconds allowed for one request with these parameters (see the ``timeout`` argument)."""
+        if self.timeout is not None:
+            return self.timeout
+        if self.tokens_per_second:
+            return 60.0 + params.max_tokens * params.n / self.tokens_per_second
+        return 120.0
+
     def describe(self) -> dict[str, Any]:
         """What a run manifest records about the client (no key)."""
         return {
-            "model": self.model, "base_url": self.base_url, "api": self.api,
+            "model": self.model, "identity": self.identity, "base_url": self.base_url, "api": self.api,
             "max_concurrency": self.max_concurrency, "max_retries": self.max_retries, "timeout": self.timeout,
+            "tokens_per_second": self.tokens_per_second, "retry_timeouts": self.retry_timeouts,
+            "price_per_million": list(self.price_per_million),
         }
 
     def _sanitize(self, text: str) -> str:
@@ -301,11 +367,13 @@ class LMClient:
         usage = self.usage.setdefault(step, Usage())
         semaphore = asyncio.Semaphore(self.max_concurrency)
         client = openai.AsyncOpenAI(
-            api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout
+            api_key=self._api_key, base_url=self.base_url,
+            max_retries=self.max_retries if self.retry_timeouts else 0,
         )
+        identity = self.identity if self.cache else ""
 
         async def one(prompt: str, p: SamplingParams, rid: int) -> Completion:
-            key = ResponseCache.key(self.api, self.model, prompt, p) if self.cache else None
+            key = ResponseCache.key(self.api, self.model, prompt, p, identity) if self.cache else None
             if key is not None:
                 hit = self.cache.get(key)
                 if hit is not None:
@@ -314,7 +382,15 @@ class LMClient:
             async with semaphore:
                 start = time.perf_counter()
                 try:
-                    result = await self._request(client, prompt, p)
+                    result = await self._send(client, prompt, p)
+                except openai.APITimeoutError as err:
+                    retried = f"after {self.max_retries} retries" if self.retry_timeouts else "(not retried: the server is still busy with it)"
+                    raise LMRequestError(self._sanitize(
+                        f"step '{step}': request {rid} to model {self.model!r} at {self.base_url or 'OpenAI'} "
+                        f"got no answer within {self.timeout_for(p):.0f} s (max_tokens={p.max_tokens}) {retried}: "
+                        f"{type(err).__name__}. The server is slower than expected (CPU load?): "
+                        "give more time with --timeout SECONDS (LMClient(timeout=...))"
+                    )) from None
                 except openai.OpenAIError as err:
                     raise LMRequestError(self._sanitize(
                         f"step '{step}': request {rid} to model {self.model!r} at {self.base_url or 'OpenAI'} "
@@ -341,8 +417,27 @@ class LMClient:
         finally:
             await client.close()
 
+    async def _send(self, client, prompt: str, p: SamplingParams) -> Completion:
+        """One request; with ``retry_timeouts`` the SDK retries every transient fault, else this retries
+        all of them but timeouts (the SDK cannot tell them apart)."""
+        import openai
+
+        if self.retry_timeouts:
+            return await self._request(client, prompt, p)
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await self._request(client, prompt, p)
+            except openai.APITimeoutError:
+                raise
+            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError):
+                if attempt == self.max_retries:
+                    raise
+                await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
+
     async def _request(self, client, prompt: str, p: SamplingParams) -> Completion:
         body = p.to_request()
+        body["timeout"] = self.timeout_for(p)
         if self.api == "completions":
             resp = await client.completions.create(model=self.model, prompt=prompt, **body)
             choices = [(c.text or "", c.finish_reason) for c in (resp.choices or [])]

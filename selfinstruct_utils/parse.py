@@ -7,6 +7,7 @@ Rejection reasons are short snake_case strings, counted in every run's manifest.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .records import Instance
@@ -21,6 +22,7 @@ __all__ = [
     "parse_generation_instances",
     "parse_classification_instances",
     "parse_instances",
+    "parse_rating",
 ]
 
 
@@ -42,10 +44,14 @@ class ParsedInstructions:
 
 @dataclass
 class ParsedInstances:
-    """Instances parsed from one instance-generation completion (before the instance filters)."""
+    """Instances of one task and one rejection per dropped item: what the parser read from a
+    completion, and what the instance filters (:func:`~selfinstruct_utils.filters.filter_instances`) kept."""
 
     instances: list[Instance] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+
+    def reason_counts(self) -> Counter:
+        return Counter(r.reason for r in self.rejections)
 
 
 _NUMBERED = re.compile(r"\n\s*\d+\s?\.\s")
@@ -89,14 +95,22 @@ _YES = {"yes", "y", "true"}
 _NO = {"no", "n", "false"}
 
 
-def parse_is_classification(text: str | None) -> bool | None:
-    """Read the answer to "Is it classification?" (paper Table 7).
+def parse_is_classification(text: str | bool | None) -> bool | None:
+    """Read the answer to "Is it classification?" (paper Table 7): the one reader of such answers in the
+    kit (steps 2-3, the dataset loader, the analyses).
+
+    The first word decides, in any case and with any punctuation after it: yes / y / true -> True,
+    no / n / false -> False (``" Yes."``, ``"NO"``, ``" no, it is not"``). A bool is returned as is.
+    The released code instead reads ``answer.strip() in ("Yes", "yes", "YES")`` and takes anything
+    else, " Yes." and " Maybe" included, as No.
 
     Args:
-        text: the raw completion, e.g. ``" Yes"`` or ``" No\\n"``.
+        text: the raw completion, e.g. ``" Yes"`` or ``" No\\n"``, or an already parsed bool.
     Returns:
         True, False, or None when the answer is neither (the caller counts it as ``unparseable``).
     """
+    if isinstance(text, bool):
+        return text
     if not text:
         return None
     match = re.match(r"\s*([A-Za-z]+)", text)
@@ -189,3 +203,21 @@ def parse_instances(text: str | None, is_classification: bool, finish_reason: st
     if is_classification:
         return parse_classification_instances(text, finish_reason)
     return parse_generation_instances(text, finish_reason)
+
+
+_GRADE = re.compile(r"(?<![A-Za-z])([ABCD])(?![A-Za-z])")
+
+
+def parse_rating(text: str | None) -> str:
+    """The grade A-D in an LM rater's answer, or "" when there is none.
+
+    The first capital A, B, C or D standing alone decides ("B", "Rating: C.", "I'd give it a D"),
+    except a capital "A" used as an article: followed by a space and a lower-case word ("A bit vague,
+    so C" gives "C"). Lower-case letters never count.
+    """
+    for match in _GRADE.finditer(text or ""):
+        rest = text[match.end():]
+        if match.group(1) == "A" and re.match(r" +[a-z]", rest):
+            continue
+        return match.group(1)
+    return ""

@@ -1,26 +1,33 @@
-"""The four steps in order, into one run directory, with a manifest and a printed summary."""
+"""The four steps in order, into one run directory: the one code path that records a run.
+
+The CLI and the notebooks both call :func:`run_pipeline` (a notebook passes ``steps=("instructions",)``
+and so on), so their manifests hold the same fields: configuration, model identity, templates,
+seed file, per-step counts, rejections and LM usage over every invocation.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import hashlib
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import templates
 from .data import seed_tasks_path
 from .finetune import build_finetuning_data
-from .generate import StepResult, classify_instructions, generate_instances, generate_instructions
-from .llm import TABLE4, LMClient, SamplingParams, Usage
-from .records import load_seed_tasks
-from .runs import RunDir
+from .generate import classify_instructions, generate_instances, generate_instructions
+from .llm import TABLE4, LMClient, SamplingParams
+from .records import SeedTask, load_seed_tasks
+from .runs import RunDir, StepResult, check_config, read_manifest, stored_config
 
-__all__ = ["STEPS", "PipelineConfig", "run_pipeline", "format_summary"]
+__all__ = ["STEPS", "PipelineConfig", "check_resumable", "run_pipeline", "format_summary"]
 
 STEPS = ("instructions", "classification", "instances", "finetuning")
 
 
 @dataclass
 class PipelineConfig:
-    """Everything that shapes a run (saved in its manifest).
+    """Everything that shapes a run (saved in its manifest at the first start).
 
     Attributes:
         seed_tasks: seed-task file (None: the paper's 175 from the data folder).
@@ -29,6 +36,8 @@ class PipelineConfig:
         request_batch_size: step-1 requests built from one pool state.
         max_requests: step-1 request budget (None: 20 + 4 * num_instructions).
         rouge_threshold, rouge_comparison: novelty filter (paper: 0.7; released code: "gt").
+        exact_num_instructions: keep exactly ``num_instructions`` (False: the released code's whole
+            last batch).
         max_instances_per_task: step-4 cap (paper: 5).
         seed: random seed of the run.
         classification_only: prompt only with classification seeds.
@@ -44,16 +53,31 @@ class PipelineConfig:
     max_requests: int | None = None
     rouge_threshold: float = 0.7
     rouge_comparison: str = "gt"
+    exact_num_instructions: bool = True
     max_instances_per_task: int = 5
     seed: int = 42
     classification_only: bool = False
     include_seed_tasks: bool = False
     params: dict[str, SamplingParams] = field(default_factory=lambda: dict(TABLE4))
 
+    #: Fields a resumed run may change: a larger target or budget continues the same run.
+    RESUMABLE = ("num_instructions", "max_requests")
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["params"] = {k: v.to_request() for k, v in self.params.items()}
+        out["params"] = {k: {**asdict(v), "stop": list(v.stop)} for k, v in self.params.items()}
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        """The inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names and k != "params"}
+        params = dict(TABLE4)
+        for step, p in (data.get("params") or {}).items():
+            known = {f.name for f in fields(SamplingParams)}
+            params[step] = SamplingParams(**{k: (tuple(v) if k == "stop" else v) for k, v in p.items() if k in known})
+        return cls(**kw, params=params)
 
     @classmethod
     def demo(cls, **overrides: Any) -> PipelineConfig:
@@ -67,6 +91,40 @@ class PipelineConfig:
         return cls(**base)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _run_config(config: PipelineConfig, seeds_file: Path, identity: str | None) -> dict[str, Any]:
+    """What the manifest stores as the run's configuration, and what a resume is checked against."""
+    out = config.to_dict()
+    out["seed_tasks"] = str(seeds_file)
+    out["seed_tasks_sha256"] = _sha256(seeds_file)
+    out["templates"] = templates.fingerprint()
+    out["model_identity"] = identity
+    return out
+
+
+def check_resumable(run_dir: str | Path, config: PipelineConfig, *, identity: str | None = None,
+                    force_new_config: bool = False) -> list[SeedTask]:
+    """Validate a run's inputs before anything starts: load the seed tasks, and check that an existing
+    run directory was started with this configuration. Creates nothing.
+
+    Returns:
+        The seed tasks.
+    Raises:
+        DataNotFoundError, DataFormatError: the seed file is missing or bad (file, line and field named).
+        ConfigChangedError: the run directory holds a run with a configuration that this one changes.
+    """
+    seeds_file = seed_tasks_path(config.seed_tasks)
+    seed_tasks = load_seed_tasks(seeds_file)
+    stored = stored_config(run_dir)
+    if stored is not None:
+        check_config(run_dir, stored, _run_config(config, seeds_file, identity), allowed=PipelineConfig.RESUMABLE,
+                     force=force_new_config)
+    return seed_tasks
+
+
 def run_pipeline(
     client: LMClient | None,
     run_dir: str | Path,
@@ -75,20 +133,27 @@ def run_pipeline(
     steps: tuple[str, ...] = STEPS,
     backend: dict[str, Any] | None = None,
     progress: bool = True,
+    force_new_config: bool = False,
+    source: str = "python",
 ) -> dict[str, StepResult]:
-    """Run the given steps in order (each resumes from what the run directory holds).
+    """Run the given steps in order (each resumes from what the run directory holds) and record them.
 
     Args:
         client: the LM (None is enough for the finetuning step alone).
         run_dir: the run directory.
-        config: settings (default :class:`PipelineConfig`).
+        config: settings (default :class:`PipelineConfig`; a resumed run is checked against the stored one).
         steps: a subset of :data:`STEPS`, in order.
         backend: what to record about the LM backend (e.g. the embedded server's model path).
         progress: progress bars.
+        force_new_config: continue a run under a changed configuration (recorded in the manifest).
+        source: who runs this invocation ("cli", "notebook", "python"), for the manifest.
     Returns:
-        Step name -> :class:`~selfinstruct_utils.generate.StepResult`.
+        Step name -> :class:`~selfinstruct_utils.runs.StepResult`.
     Raises:
-        ValueError: unknown step names; the LM and data errors of the steps.
+        ValueError: unknown step names, or LM steps without a client.
+        DataNotFoundError, DataFormatError: a missing or bad seed file (nothing is created).
+        ConfigChangedError: a resumed run would change the stored configuration (nothing is run).
+        LMRequestError: a request failed after its retries (every record written before stays).
     """
     config = config or PipelineConfig()
     unknown = set(steps) - set(STEPS)
@@ -96,78 +161,96 @@ def run_pipeline(
         raise ValueError(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
     if client is None and set(steps) - {"finetuning"}:
         raise ValueError("the LM steps need a client")
-    run = RunDir(run_dir)
+    identity = client.identity if client is not None else None
+    seed_tasks = check_resumable(run_dir, config, identity=identity, force_new_config=force_new_config)
     seeds_file = seed_tasks_path(config.seed_tasks)
-    seed_tasks = load_seed_tasks(seeds_file)
-    run.update(config=config.to_dict(), seed=config.seed, seed_tasks_file=str(seeds_file), n_seed_tasks=len(seed_tasks))
+    run = RunDir(run_dir, source=source)
+    facts: dict[str, Any] = {"seed": config.seed, "n_seed_tasks": len(seed_tasks)}
     if client is not None:
-        run.update(lm={**client.describe(), **(backend or {})})
+        facts["lm"] = {**client.describe(), **(backend or {})}
+    run.begin(_run_config(config, seeds_file, identity), allowed_changes=PipelineConfig.RESUMABLE,
+              force_new_config=force_new_config, **facts)
     results: dict[str, StepResult] = {}
-
-    def usage_of(step: str) -> dict[str, Any]:
-        return client.usage.get(step, Usage()).to_dict()
-
-    if "instructions" in steps:
-        r = generate_instructions(
-            client, seed_tasks, run,
-            num_instructions=config.num_instructions,
-            num_prompt_instructions=config.num_prompt_instructions,
-            num_machine_instructions=config.num_machine_instructions,
-            request_batch_size=config.request_batch_size,
-            max_requests=config.max_requests,
-            rouge_threshold=config.rouge_threshold,
-            rouge_comparison=config.rouge_comparison,
-            params=config.params["instructions"],
-            seed=config.seed,
-            classification_only=config.classification_only,
-            progress=progress,
-        )
-        run.record_step("instructions", counts=r.counts, rejections=r.rejections, seconds=r.seconds, usage=usage_of("instructions"))
-        results["instructions"] = r
-    if "classification" in steps:
-        instructions = [rec["instruction"] for rec in run.read("instructions")]
-        r = classify_instructions(client, instructions, run, params=config.params["classification"], progress=progress)
-        run.record_step("classification", counts=r.counts, rejections=r.rejections, seconds=r.seconds, usage=usage_of("classification"))
-        results["classification"] = r
-    if "instances" in steps:
-        tasks = [(rec["instruction"], rec["is_classification"]) for rec in run.read("classification")]
-        r = generate_instances(client, tasks, run, params=config.params["instances"], progress=progress)
-        run.record_step("instances", counts=r.counts, rejections=r.rejections, seconds=r.seconds, usage=usage_of("instances"))
-        results["instances"] = r
-    if "finetuning" in steps:
-        r = build_finetuning_data(
-            run, seed=config.seed, max_instances_per_task=config.max_instances_per_task,
-            seed_tasks=seed_tasks if config.include_seed_tasks else None,
-        )
-        run.record_step("finetuning", counts=r.counts, rejections=r.rejections, seconds=r.seconds)
-        results["finetuning"] = r
+    try:
+        if "instructions" in steps:
+            results["instructions"] = generate_instructions(
+                client, seed_tasks, run,
+                num_instructions=config.num_instructions,
+                num_prompt_instructions=config.num_prompt_instructions,
+                num_machine_instructions=config.num_machine_instructions,
+                request_batch_size=config.request_batch_size,
+                max_requests=config.max_requests,
+                rouge_threshold=config.rouge_threshold,
+                rouge_comparison=config.rouge_comparison,
+                exact_num_instructions=config.exact_num_instructions,
+                params=config.params["instructions"],
+                seed=config.seed,
+                classification_only=config.classification_only,
+                progress=progress,
+            )
+            run.record_step("instructions", results["instructions"])
+        if "classification" in steps:
+            instructions = [rec["instruction"] for rec in run.read("instructions")]
+            results["classification"] = classify_instructions(
+                client, instructions, run, params=config.params["classification"], progress=progress)
+            run.record_step("classification", results["classification"])
+        if "instances" in steps:
+            tasks = [(rec["instruction"], rec["is_classification"]) for rec in run.read("classification")]
+            results["instances"] = generate_instances(client, tasks, run, params=config.params["instances"], progress=progress)
+            run.record_step("instances", results["instances"])
+        if "finetuning" in steps:
+            results["finetuning"] = build_finetuning_data(
+                run, seed=config.seed, max_instances_per_task=config.max_instances_per_task,
+                seed_tasks=seed_tasks if config.include_seed_tasks else None,
+            )
+            run.record_step("finetuning", results["finetuning"], lm=False)
+    except KeyboardInterrupt:
+        run.end("interrupted")
+        raise
+    except Exception as err:
+        run.end(f"failed: {type(err).__name__}: {err}"[:500])
+        raise
+    run.end("finished")
     return results
 
 
 def format_summary(run_dir: str | Path) -> str:
-    """A plain-text summary of a run's manifest: counts per step, rejections by reason, tokens, seconds."""
-    run = RunDir(run_dir)
-    m = run.manifest
-    lines = [f"Run {run.path}", f"  model: {m.get('lm', {}).get('model')}  seed: {m.get('seed')}  seed tasks: {m.get('n_seed_tasks')}"]
-    total_s, total_tokens = 0.0, 0
+    """A plain-text summary of a run's manifest: model, seed, counts per step, rejections by reason, and
+    LM usage (requests, cache hits, tokens, seconds, cost) over every invocation of the run."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)  # read only: a summary never creates a folder
+    if manifest is None:
+        return f"Run {run_dir}: no manifest.json (not a run directory of the kit)"
+    lm = manifest.get("lm", {})
+    config = manifest.get("config", {})
+    invocations = manifest.get("invocations", [])
+    lines = [
+        f"Run {run_dir}",
+        f"  model: {lm.get('model')} ({lm.get('identity')})  seed: {config.get('seed')}  "
+        f"seed tasks: {manifest.get('n_seed_tasks')}  invocations: {len(invocations)}",
+    ]
+    total = {"seconds": 0.0, "tokens": 0, "requests": 0, "cache_hits": 0, "cost_usd": 0.0}
     for step in STEPS:
-        entry = m.get("steps", {}).get(step)
+        entry = manifest.get("steps", {}).get(step)
         if not entry:
             continue
         counts = ", ".join(f"{k}={v}" for k, v in entry["counts"].items())
         lines.append(f"  step {step:<15} {entry['seconds']:8.1f} s   {counts}")
         if entry.get("rejections"):
-            rej = ", ".join(f"{k}={v}" for k, v in entry["rejections"].items())
-            lines.append(f"      rejected: {rej}")
+            lines.append("      rejected: " + ", ".join(f"{k}={v}" for k, v in entry["rejections"].items()))
         usage = entry.get("usage")
         if usage:
             tokens = usage["prompt_tokens"] + usage["completion_tokens"]
-            total_tokens += tokens
+            n_inv = len(entry.get("usage_by_invocation", {}))
             lines.append(
                 f"      LM: {usage['requests']} requests ({usage['cache_hits']} cached), "
                 f"{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens, "
-                f"{usage['seconds']:.1f} s, ${usage['cost_usd']:.4f}"
+                f"{usage['seconds']:.1f} s, ${usage['cost_usd']:.4f} over {n_inv} invocation(s)"
             )
-        total_s += entry["seconds"]
-    lines.append(f"  total: {total_s:.1f} s, {total_tokens} tokens")
+            total["tokens"] += tokens
+            for key in ("requests", "cache_hits", "cost_usd"):
+                total[key] += usage[key]
+        total["seconds"] += entry["seconds"]
+    lines.append(f"  total: {total['seconds']:.1f} s, {total['requests']} requests ({total['cache_hits']} cached), "
+                 f"{total['tokens']} tokens, ${total['cost_usd']:.4f}")
     return "\n".join(lines)

@@ -17,7 +17,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-__all__ = ["save", "bar_counts", "histogram", "request_seconds"]
+__all__ = [
+    "save",
+    "bar_counts",
+    "histogram",
+    "histograms",
+    "request_seconds",
+    "verb_noun_sunburst",
+    "length_distributions",
+    "rating_distribution",
+    "quality_bars",
+    "score_boxplot",
+]
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
@@ -64,16 +75,26 @@ def bar_counts(counts: Mapping[str, int], *, title: str, xlabel: str = "count", 
 
 def histogram(values: Sequence[float], *, title: str, xlabel: str, bins: int | Sequence[float] = 30,
               name: str | None = None, figures_dir: str | os.PathLike | None = None, mark_mean: bool = True,
-              ax=None):
-    """A histogram with the number of items and (optionally) the mean marked."""
+              clip: float | None = None, ax=None):
+    """A histogram of every value, with their number and (optionally) their mean marked.
+
+    Args:
+        bins: a number of bins or the bin edges; values outside explicit edges are drawn in the first
+            or last bin (none is dropped: the count says n = all values).
+        clip: values above this are drawn in the last bin (the mean is still of the unclipped values).
+    """
     values = np.asarray(list(values), dtype=float)
+    drawn = values if clip is None else np.minimum(values, clip)
+    if not isinstance(bins, int) and len(drawn):
+        edges = np.asarray(list(bins), dtype=float)
+        drawn = np.clip(drawn, edges[0], np.nextafter(edges[-1], -np.inf))
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 3.6))
-    ax.hist(values, bins=bins, color=sns.color_palette()[0], edgecolor="white")
+    ax.hist(drawn, bins=bins, color=sns.color_palette()[0], edgecolor="white")
     if mark_mean and len(values):
         mean = float(values.mean())
-        ax.axvline(mean, color="black", linestyle="--", linewidth=1)
-        ax.text(mean, ax.get_ylim()[1] * 0.95, f" mean {mean:.2f}", va="top")
+        ax.axvline(min(mean, drawn.max()), color="black", linestyle="--", linewidth=1)
+        ax.text(min(mean, drawn.max()), ax.get_ylim()[1] * 0.95, f" mean {mean:.2f}", va="top")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"count (n = {len(values)})")
     ax.set_title(title)
@@ -134,14 +155,16 @@ def length_distributions(lengths, *, title: str = "Length distributions", name: 
 
     Args:
         lengths: the output of :func:`selfinstruct_utils.analysis.stats.length_table`.
-        clip: lengths above this many words are drawn in the last bin.
+        clip: lengths above this many words are drawn in the last bin; means are of the unclipped lengths.
     """
     fields = ["instruction", "non-empty input", "output"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, field in zip(axes, fields, strict=True):
-        values = lengths[lengths.field == field]["words"].clip(upper=clip)
+        values = lengths[lengths.field == field]["words"]
         if len(values):
-            histogram(values, title=field, xlabel="length (words)", bins=min(40, max(5, int(values.max()) + 1)), ax=ax)
+            top = min(int(values.max()), clip)
+            histogram(values, title=field, xlabel=f"length (words; > {clip} in the last bin)" if top == clip else "length (words)",
+                      bins=min(40, max(5, top + 1)), clip=clip, ax=ax)
         else:
             ax.set_title(f"{field} (none)")
     fig.suptitle(title)
@@ -192,4 +215,24 @@ def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wil
     ax.set_xlabel("answered 'yes' (%)")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
+    return _finish(fig, name, figures_dir)
+
+
+def histograms(series: Mapping[str, Sequence[float]], *, xlabel: str, bins: int | Sequence[float] = 20,
+               name: str | None = None, figures_dir: str | os.PathLike | None = None):
+    """One histogram per named series, side by side (e.g. Figure 3 for several datasets)."""
+    fig, axes = plt.subplots(1, max(1, len(series)), figsize=(4.2 * max(1, len(series)), 3.4), squeeze=False)
+    for ax, (label, values) in zip(axes[0], series.items(), strict=False):
+        histogram(values, title=label, xlabel=xlabel, bins=bins, ax=ax)
+    return _finish(fig, name, figures_dir)
+
+
+def score_boxplot(table, *, x: str, y: str, title: str, xlabel: str, name: str | None = None,
+                  figures_dir: str | os.PathLike | None = None):
+    """Horizontal box plots of ``table[x]`` per ``table[y]`` group, ordered by mean (e.g. ROUGE-L per model)."""
+    order = table.groupby(y)[x].mean().sort_values().index
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(order) + 1.5))
+    sns.boxplot(data=table, y=y, x=x, order=order, ax=ax, color=sns.color_palette()[0])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     return _finish(fig, name, figures_dir)

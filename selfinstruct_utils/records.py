@@ -165,7 +165,6 @@ class JsonlWriter:
     """
 
     path: Path
-    fsync: bool = False
     _fh: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,8 +175,6 @@ class JsonlWriter:
     def write(self, rec: dict | Any) -> None:
         self._fh.write(_dumps(rec) + "\n")
         self._fh.flush()
-        if self.fsync:
-            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if self._fh is not None and not self._fh.closed:
@@ -241,19 +238,29 @@ def load_seed_tasks(path: str | os.PathLike) -> list[SeedTask]:
         path: a ``seed_tasks.jsonl`` file: one object per line with ``id``, ``name``,
             ``instruction``, ``instances`` [{``input``, ``output``}], ``is_classification``.
     Returns:
-        The tasks in file order.
+        The tasks in file order. A task with an instance whose output is empty is kept (it still
+        prompts step 1) with a warning naming file, line and id; such instances never become
+        finetuning data (:func:`selfinstruct_utils.finetune.build_finetuning_data` counts them).
     Raises:
         DataFormatError: bad JSON, a bad field, duplicate ids or an empty file (file, line, field named).
     """
     path = Path(path)
     tasks: list[SeedTask] = []
     seen: dict[str, int] = {}
+    empty: list[str] = []
     for line, obj in read_jsonl(path):
         task = seed_task_from_dict(obj, path, line)
         if task.id in seen:
             raise DataFormatError(path, line, "id", f"duplicate id {task.id!r} (first on line {seen[task.id]})")
         seen[task.id] = line
         tasks.append(task)
+        if any(not inst.output.strip() for inst in task.instances):
+            empty.append(f"{path}:{line} ({task.id})")
     if not tasks:
         raise DataFormatError(path, None, None, "holds no seed tasks")
+    if empty:
+        warnings.warn(
+            f"{len(empty)} seed task(s) have an instance with an empty output, which never becomes finetuning "
+            f"data: {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}", stacklevel=2,
+        )
     return tasks

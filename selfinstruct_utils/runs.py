@@ -1,8 +1,19 @@
-"""A run is a directory: one JSONL file per step, written as records arrive, and ``manifest.json``.
+"""A run is a directory: one JSONL file per step, written as records arrive, a usage log, and
+``manifest.json``.
 
-The manifest records the configuration, the model, the random seed, package versions, and per step
-the counts, the rejections by reason, the timings and the token usage. It is rewritten atomically
-after every step, so it always describes what the files hold.
+What makes a run's records trustworthy:
+
+- **The configuration is stored at the first start** (``manifest["config"]``, with the model's
+  identity, the templates' and the seed file's hashes). A later invocation that would change a result
+  (seed, model, templates, thresholds, sampling parameters...) is refused with
+  :class:`ConfigChangedError`, unless it asks for it (``force_new_config``), which is recorded.
+- **Usage adds up over the whole run**: every LM call's requests, cache hits, tokens, seconds and cost
+  are appended to ``usage.jsonl`` before the records they produced, so the totals survive kills and
+  resumes; the manifest keeps them per step, in total and per invocation.
+- **Every invocation is listed** (``manifest["invocations"]``): when, from where, which steps, how it
+  ended.
+
+The manifest is rewritten atomically after every step, so it always describes what the files hold.
 """
 
 from __future__ import annotations
@@ -13,13 +24,16 @@ import json
 import os
 import platform
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .records import JsonlWriter, read_jsonl
 
-__all__ = ["FILES", "RunDir", "package_versions"]
+__all__ = ["FILES", "StepResult", "ConfigChangedError", "RunDir", "check_config", "config_changes", "package_versions",
+           "read_manifest", "stored_config"]
 
 #: File names of a run directory, per step.
 FILES = {
@@ -28,10 +42,31 @@ FILES = {
     "classification": "is_clf_or_not.jsonl",
     "instances": "machine_generated_instances.jsonl",
     "finetuning_dir": "finetuning",
+    "usage": "usage.jsonl",
     "manifest": "manifest.json",
 }
 
-_PACKAGES = ("selfinstruct-kit", "openai", "rapidfuzz", "rouge-score", "numpy", "pandas", "llama_cpp_python", "spacy")
+_PACKAGES = ("selfinstruct-kit", "openai", "rapidfuzz", "numpy", "scipy", "llama_cpp_python")
+_USAGE_KEYS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "seconds", "cost_usd")
+
+
+@dataclass
+class StepResult:
+    """What a step did.
+
+    Attributes:
+        counts: named counts (e.g. ``requests``, ``kept``), over the whole run directory.
+        rejections: rejected items by reason, over the whole run directory.
+        seconds: wall time of this call.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    rejections: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+class ConfigChangedError(ValueError):
+    """An invocation would continue a run under a configuration that changes its results."""
 
 
 def package_versions() -> dict[str, str | None]:
@@ -45,27 +80,93 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A run directory's manifest, or None when it has none (creates nothing)."""
+    p = Path(path) / FILES["manifest"]
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+
+
+def stored_config(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The configuration a run directory was started with (None: no such run yet). Creates nothing."""
+    manifest = read_manifest(Path(path))
+    return None if manifest is None else manifest.get("config")
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, allowed: Sequence[str] = ()) -> list[tuple[str, Any, Any]]:
+    """(field, old value, new value) for every field of ``new`` that differs from ``old``.
+
+    Nested dicts are compared field by field (``params.instructions.temperature``); fields whose new
+    value is None (unknown in this invocation) and fields named in ``allowed`` are not compared.
+    """
+    a, b = _flatten(old), _flatten(new)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in allowed or key.split(".")[0] in allowed or b.get(key) is None:
+            continue
+        old_v, new_v = a.get(key), b.get(key)
+        if isinstance(old_v, list | tuple) and isinstance(new_v, list | tuple):
+            old_v, new_v = list(old_v), list(new_v)
+        if old_v != new_v:
+            out.append((key, a.get(key), b.get(key)))
+    return out
+
+
+def check_config(path: str | os.PathLike, stored: Mapping[str, Any], config: Mapping[str, Any], *,
+                 allowed: Sequence[str] = (), force: bool = False) -> list[tuple[str, Any, Any]]:
+    """The changes ``config`` makes to a run's ``stored`` configuration (see :func:`config_changes`).
+
+    Raises:
+        ConfigChangedError: there are changes and ``force`` is False; the message names each field with
+            its old and new value, and the ways out.
+    """
+    changes = config_changes(stored, config, allowed=allowed)
+    if changes and not force:
+        lines = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changes)
+        raise ConfigChangedError(
+            f"{path} was started with another configuration, and continuing it would mix results: {lines}. "
+            "Resume with the run's own settings (leave those options out), start a new run directory, or "
+            "pass --force-new-config (force_new_config=True) to continue under the new configuration "
+            "(the change is recorded in the manifest)"
+        )
+    return changes
+
+
 class RunDir:
-    """A run directory (created if missing) and its manifest.
+    """A run directory (created if missing), its manifest, its usage log and this invocation.
 
     Args:
         path: the folder.
+        source: who runs this invocation ("cli", "notebook", "python"), for the manifest.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, source: str = "python"):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.manifest: dict[str, Any] = self._load_manifest()
+        self.manifest: dict[str, Any] = read_manifest(self.path) or {"created_at": _now(), "steps": {}}
+        self.invocation = f"{_dt.datetime.now(_dt.UTC).strftime('%Y%m%dT%H%M%S.%f')}-{os.getpid()}"
+        self.source = source
 
-    def _load_manifest(self) -> dict[str, Any]:
-        p = self.path / FILES["manifest"]
-        if p.is_file():
-            try:
-                return json.loads(p.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                pass
-        return {"created_at": _now(), "steps": {}}
-
+    # --- files --------------------------------------------------------------------------------------
     def file(self, key: str) -> Path:
         """Path of a step's file by key of :data:`FILES` (or a plain file name)."""
         return self.path / FILES.get(key, key)
@@ -93,41 +194,104 @@ class RunDir:
             with open(p, "r+b") as fh:
                 fh.truncate(cut)
 
-    def update(self, **fields: Any) -> None:
-        """Set top-level manifest fields and save."""
-        self.manifest.update(fields)
+    # --- configuration --------------------------------------------------------------------------------
+    def begin(self, config: dict[str, Any], *, allowed_changes: Sequence[str] = (), force_new_config: bool = False,
+              **facts: Any) -> None:
+        """Start this invocation: store the configuration (first start) or check it against the stored one.
+
+        Args:
+            config: everything that shapes the run's results (nested dicts allowed).
+            allowed_changes: top-level fields that may change on resume (e.g. a larger target).
+            force_new_config: accept a changed configuration; the change is recorded in
+                ``manifest["config_history"]``.
+            facts: further top-level manifest fields to set (e.g. the LM's description).
+        Raises:
+            ConfigChangedError: the configuration differs from the stored one in a field that changes
+                results; the message names each field with its old and new value, and the ways out.
+        """
+        stored = self.manifest.get("config")
+        if stored is not None:
+            changes = check_config(self.path, stored, config, allowed=allowed_changes, force=force_new_config)
+            if changes:
+                self.manifest.setdefault("config_history", []).append({
+                    "at": _now(), "invocation": self.invocation,
+                    "changes": [{"field": k, "old": old, "new": new} for k, old, new in changes],
+                })
+            merged = dict(stored)
+            merged.update(config)
+            config = merged
+        self.manifest["config"] = config
+        self.manifest.update(facts)
+        self.manifest.setdefault("invocations", []).append({
+            "invocation": self.invocation, "source": self.source, "started_at": _now(), "status": "running",
+            "steps": [], "versions": package_versions(),
+        })
         self.save()
 
-    def record_step(
-        self,
-        step: str,
-        *,
-        counts: dict[str, int],
-        rejections: Counter | dict[str, int],
-        seconds: float,
-        usage: dict[str, Any] | None = None,
-        **extra: Any,
-    ) -> None:
-        """Save one step's counts, rejections by reason, wall seconds and LM usage in the manifest."""
+    def end(self, status: str) -> None:
+        """Close this invocation's entry ("finished", "interrupted", "failed: <error>")."""
+        for inv in self.manifest.get("invocations", []):
+            if inv["invocation"] == self.invocation:
+                inv["finished_at"] = _now()
+                inv["status"] = status
+        self.save()
+
+    # --- usage --------------------------------------------------------------------------------------------
+    def log_usage(self, step: str, completions: Sequence[Any], price_per_million: tuple[float, float] = (0.0, 0.0)) -> None:
+        """Append one line to ``usage.jsonl`` for a batch of completions (before their records are written).
+
+        Cached completions count as cache hits; their tokens and cost are not counted again.
+        """
+        live = [c for c in completions if not c.cached]
+        pin, pout = price_per_million
+        prompt = sum(c.prompt_tokens for c in live)
+        completion = sum(c.completion_tokens for c in live)
+        with self.writer("usage") as out:
+            out.write({
+                "invocation": self.invocation, "step": step, "requests": len(live),
+                "cache_hits": len(completions) - len(live), "prompt_tokens": prompt, "completion_tokens": completion,
+                "seconds": round(sum(c.seconds for c in live), 3), "cost_usd": (prompt * pin + completion * pout) / 1e6,
+            })
+
+    def usage(self, step: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """A step's LM usage over the whole run: (totals, per invocation), from ``usage.jsonl``."""
+        self.truncate_to_complete_lines("usage")
+        total = dict.fromkeys(_USAGE_KEYS, 0)
+        per: dict[str, dict[str, Any]] = defaultdict(lambda: dict.fromkeys(_USAGE_KEYS, 0))
+        for rec in self.read("usage"):
+            if rec.get("step") != step:
+                continue
+            for key in _USAGE_KEYS:
+                total[key] += rec.get(key, 0)
+                per[rec["invocation"]][key] += rec.get(key, 0)
+        for d in [total, *per.values()]:
+            d["seconds"] = round(d["seconds"], 3)
+            d["cost_usd"] = round(d["cost_usd"], 6)
+        return total, dict(per)
+
+    # --- steps ------------------------------------------------------------------------------------------
+    def record_step(self, step: str, result: StepResult, *, lm: bool = True) -> None:
+        """Save one step's counts, rejections by reason and seconds, and its LM usage totals (when
+        ``lm``) over every invocation, in the manifest."""
+        entry = self.manifest.setdefault("steps", {}).get(step, {})
+        invocations = [i for i in entry.get("invocations", []) if i["invocation"] != self.invocation]
+        invocations.append({"invocation": self.invocation, "seconds": round(result.seconds, 3), "finished_at": _now()})
         entry = {
-            "counts": dict(counts),
-            "rejections": dict(sorted(Counter(rejections).items(), key=lambda kv: (-kv[1], kv[0]))),
-            "seconds": round(seconds, 3),
-            "finished_at": _now(),
+            "counts": dict(result.counts),
+            "rejections": dict(sorted(Counter(result.rejections).items(), key=lambda kv: (-kv[1], kv[0]))),
+            "seconds": round(sum(i["seconds"] for i in invocations), 3),
+            "invocations": invocations,
         }
-        if usage is not None:
-            entry["usage"] = usage
-        entry.update(extra)
-        self.manifest.setdefault("steps", {})[step] = entry
+        if lm:
+            entry["usage"], entry["usage_by_invocation"] = self.usage(step)
+        self.manifest["steps"][step] = entry
+        for inv in self.manifest.get("invocations", []):
+            if inv["invocation"] == self.invocation and step not in inv["steps"]:
+                inv["steps"].append(step)
         self.save()
 
     def save(self) -> None:
-        self.manifest["versions"] = package_versions()
         p = self.path / FILES["manifest"]
         tmp = p.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, p)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

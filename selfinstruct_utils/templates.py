@@ -1,4 +1,4 @@
-"""The paper's four prompt formats, as data (paper Sec. 2.2 and Appendix A.2, Tables 6-8).
+"""The paper's prompt formats, as data (paper Sec. 2.2-2.3 and Appendix A.2, Tables 6-8).
 
 The structure of each template follows the paper: a header sentence, a fixed block of few-shot
 examples, then the query. The few-shot examples themselves are written for this kit (they are not
@@ -6,10 +6,13 @@ the paper's). Every fixed block comes first in its prompt, so a llama.cpp server
 of that prefix across requests (about 1 s instead of 17 s per 2,000-token prompt on 2 cores).
 
 Templates are plain dataclasses: print ``template.render(...)`` to see exactly what the LM sees.
+Also here: the finetuning encodings (prompt/completion pairs, Sec. 2.3) and the LM rater's prompt.
+:func:`fingerprint` hashes every template, so a run records exactly which prompts made it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +28,11 @@ __all__ = [
     "encode_instruction_prompt",
     "encode_classification_prompt",
     "encode_instance_prompt",
+    "TEMPLATES_WITH_INPUT",
+    "TEMPLATES_WITHOUT_INPUT",
+    "RATER_HEADER",
+    "encode_rater_prompt",
+    "fingerprint",
 ]
 
 
@@ -226,3 +234,54 @@ def encode_instance_prompt(instruction: str, is_classification: bool) -> str:
     """The instance-generation prompt: output-first for classification tasks, input-first otherwise
     (paper Sec. 2.2, Table 8)."""
     return (OUTPUT_FIRST if is_classification else INPUT_FIRST).render(instruction)
+
+
+# --- Finetuning encodings (paper Sec. 2.3: "multiple templates to encode the instruction and input") ---
+#: (prompt pattern, completion pattern) pairs for instances with an input.
+TEMPLATES_WITH_INPUT: tuple[tuple[str, str], ...] = (
+    ("{instruction}\nInput: {input}\nOutput:", " {output}{eos}"),
+    ("{instruction}\n\nInput: {input}\n\nOutput:", " {output}{eos}"),
+    ("Task: {instruction}\nInput: {input}\nOutput:", " {output}{eos}"),
+    ("{instruction}\n\n{input}\n\nOutput:", " {output}{eos}"),
+    ("{instruction}\n\n{input}\n\n", "{output}{eos}"),
+    ("{instruction}\n{input}\n\n", "{output}{eos}"),
+    ("Task: {instruction}\n\n{input}\n\n", "{output}{eos}"),
+)
+#: (prompt pattern, completion pattern) pairs for instances without input.
+TEMPLATES_WITHOUT_INPUT: tuple[tuple[str, str], ...] = (
+    ("{instruction} Output:", " {output}{eos}"),
+    ("{instruction}\nOutput:", " {output}{eos}"),
+    ("{instruction}\n\nOutput:", " {output}{eos}"),
+    ("{instruction}\n", "{output}{eos}"),
+    ("{instruction}\n\n", "{output}{eos}"),
+    ("Task: {instruction}\n\n", "{output}{eos}"),
+)
+
+# --- The LM as a rater (an automatic stand-in for the paper's human rating, Sec. 4.4) -----------------
+RATER_HEADER = (
+    "Rate the response to the task on this scale:\n"
+    "A: Correct and satisfying: the response fully does what the instruction asks.\n"
+    "B: Acceptable with minor flaws: small errors or imperfections a user could easily fix.\n"
+    "C: Relevant but with significant errors: it responds to the instruction but its content is wrong or incomplete.\n"
+    "D: Invalid: irrelevant, or not an attempt at the task.\n"
+    "Answer with one letter.\n\n"
+)
+
+
+def encode_rater_prompt(instruction: str, input: str, target: str, response: str) -> str:
+    """The LM rater's prompt for one response: the scale, the task, the reference answer, the response."""
+    body = f"Task: {instruction}\n" + (f"Input: {input}\n" if input else "")
+    return RATER_HEADER + body + f"Reference answer: {target}\nResponse: {response}\nRating:"
+
+
+def fingerprint() -> dict[str, str]:
+    """SHA-256 (first 16 hex digits) of each prompt template, for a run's manifest: a run resumed with
+    other templates would mix two prompt formats, and is refused."""
+    parts = {
+        "instruction_generation": repr((INSTRUCTION_GENERATION, CLASSIFICATION_INSTRUCTION_GENERATION)),
+        "classification_identification": repr(CLASSIFICATION_IDENTIFICATION),
+        "input_first": repr(INPUT_FIRST),
+        "output_first": repr(OUTPUT_FIRST),
+        "finetuning_encodings": repr((TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT)),
+    }
+    return {name: hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] for name, text in parts.items()}

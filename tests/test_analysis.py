@@ -38,7 +38,15 @@ def test_statistics_of_code_alpaca_recomputed_independently(data):
     assert stats["avg. output length (words)"] == pytest.approx(np.mean([_words(r["output"]) for r in raw]))
     distinct = list(dict.fromkeys(r["instruction"] for r in raw))
     assert stats["avg. instruction length (words)"] == pytest.approx(np.mean([_words(x) for x in distinct]))
-    assert stats["classification instructions"] == 0 and stats["non-classification instructions"] == 0  # not flagged
+    # not flagged: "n/a", never a made-up 0; counts are ints, not floats
+    assert stats["classification instructions"] == "n/a" and stats["non-classification instructions"] == "n/a"
+    assert type(stats["instructions"]) is int and type(stats["instances with empty input"]) is int
+    from selfinstruct_utils.analysis.stats import PAPER_TABLE1, table1
+
+    shown = table1({"paper": pd.Series(PAPER_TABLE1), "code": stats})
+    assert shown.loc["instructions", "paper"] == "52,445" and shown.loc["instances", "code"] == "2,017"
+    assert shown.loc["classification instructions", "code"] == "n/a"
+    assert shown.loc["avg. instruction length (words)", "paper"] == "15.9"
 
 
 def test_statistics_of_seed_tasks_and_gpteacher(data):

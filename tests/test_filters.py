@@ -4,7 +4,6 @@ import pytest
 
 from selfinstruct_utils.filters import (
     filter_instances,
-    filter_instructions,
     instruction_rejection_reason,
     sample_max_per_task,
 )
@@ -26,6 +25,9 @@ from selfinstruct_utils.records import Instance
         ("Tell me how to go to the station.", "blacklisted_keyword"),
         ("Explain what imagery means in poetry.", None),  # word boundary: "imagery" is not "image"
         ("Write a program that adds two numbers.", "write_a_program"),
+        ("Write a Program that adds two numbers.", "write_a_program"),  # the released code lower-cases first
+        ("WRITE A PROGRAM that adds two numbers.", "write_a_program"),
+        ("Write a programme of events for a wedding.", "write_a_program"),
         ("\"Quoted\" instruction starts with punctuation.", "starts_with_punctuation"),
         ("¿Puedes traducir esta frase al inglés?", "starts_with_non_ascii"),
         ("", "empty"),
@@ -34,12 +36,6 @@ from selfinstruct_utils.records import Instance
 )
 def test_instruction_filters(text, reason):
     assert instruction_rejection_reason(text) == reason
-
-
-def test_filter_instructions_counts_reasons():
-    kept, rejected = filter_instructions(["Name three rivers in Africa.", "Draw a cat for me please.", "Hi."])
-    assert kept == ["Name three rivers in Africa."]
-    assert [r.reason for r in rejected] == ["blacklisted_keyword", "too_short"]
 
 
 def test_instance_filters_each_reason():

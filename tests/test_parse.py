@@ -4,7 +4,7 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selfinstruct_utils.finetune import parse_and_filter_task
+from selfinstruct_utils.filters import parse_and_filter_task
 from selfinstruct_utils.parse import (
     parse_classification_instances,
     parse_generation_instances,
@@ -99,7 +99,7 @@ def test_real_instances_match_the_released_parser(gen2):
     n_tasks = n_instances = 0
     for rec in _jsonl(gen2 / "machine_generated_instances.jsonl"):
         finish = rec["instance_metadata"]["response"]["choices"][0]["finish_reason"]
-        kept, _ = parse_and_filter_task(rec["raw_instances"], clf[rec["instruction"]], finish)
+        kept = parse_and_filter_task(rec["raw_instances"], clf[rec["instruction"]], finish).instances
         ours = {(i.input, i.output) for i in kept}
         assert len(ours) == len(kept)  # no duplicates survive
         expected = theirs.get(rec["instruction"].strip(), set())

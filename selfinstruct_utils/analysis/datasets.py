@@ -6,7 +6,8 @@ instruction without instances is one row with input and output None.
 
 Understood sources (:func:`load_dataset`):
 
-- a run directory of this kit (its finetuning data, else its instructions);
+- a run directory of this kit (its finetuning data, else its instructions), and a folder written by
+  the original code (its raw step-3 file parsed, with the flags of its ``is_clf_or_not*.jsonl``);
 - the original repository's files: ``machine_generated_instructions.jsonl``,
   ``machine_generated_instances.jsonl`` (raw LM text is parsed; classification flags are read from an
   ``is_clf_or_not*.jsonl`` file beside it), ``all_generated_instances.jsonl``,
@@ -16,19 +17,26 @@ Understood sources (:func:`load_dataset`):
 - a DataFrame with at least an ``instruction`` column.
 
 Errors name the file, the line (or record) and the field (:class:`~selfinstruct_utils.records.DataFormatError`).
+What a loader leaves out is reported like the pipeline's parsers do: ``df.attrs["rejections"]`` counts
+it by reason (``no_instances_parsed``, ``truncated``, ``empty_output``, ``bad_record``...), and a warning
+says so when most tasks of a raw step-3 file yield no instance at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from ..finetune import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT, parse_and_filter_task
+from ..filters import parse_and_filter_task
+from ..parse import parse_is_classification
 from ..records import DataFormatError, read_jsonl
+from ..templates import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT
 
 __all__ = ["COLUMNS", "load_dataset", "decode_prompt_completion"]
 
@@ -47,17 +55,14 @@ def _str_field(obj: dict, key: str, path: Path, line: int, *, required: bool = T
 
 
 def _clf_value(value) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        word = value.strip().lower()
-        return True if word == "yes" else False if word == "no" else None
-    return None
+    return parse_is_classification(value) if isinstance(value, bool | str) else None
 
 
-def _rows_from_record(obj: dict, path: Path, line: int, flags: dict[str, bool] | None = None) -> list[dict]:
+def _rows_from_record(obj: dict, path: Path, line: int, flags: dict[str, bool] | None = None,
+                      rejections: Counter | None = None) -> list[dict]:
     """Rows of one JSON record in any of the understood schemas (``flags``: instruction ->
-    is_classification, from a sibling ``is_clf_or_not*.jsonl`` file)."""
+    is_classification, from a sibling ``is_clf_or_not*.jsonl`` file; ``rejections`` counts what the
+    raw-text parser and the instance filters left out)."""
     if "prompt" in obj and "completion" in obj and "instruction" not in obj:
         prompt = _str_field(obj, "prompt", path, line)
         completion = _str_field(obj, "completion", path, line)
@@ -91,10 +96,14 @@ def _rows_from_record(obj: dict, path: Path, line: int, flags: dict[str, bool] |
             finish = meta["response"]["choices"][0]["finish_reason"]
         except (KeyError, IndexError, TypeError):
             finish = obj.get("finish_reason")
-        kept, _ = parse_and_filter_task(raw, bool(clf), finish)
-        return [{"instruction": instruction, "input": i.input, "output": i.output, "is_classification": clf} for i in kept] or [
-            {"instruction": instruction, "input": None, "output": None, "is_classification": clf}
-        ]
+        parsed = parse_and_filter_task(raw, bool(clf), finish)
+        if rejections is not None:
+            rejections.update(parsed.reason_counts())
+            rejections["raw_tasks"] += 1
+            rejections["raw_tasks_without_instances"] += not parsed.instances
+        rows = [{"instruction": instruction, "input": i.input, "output": i.output, "is_classification": clf}
+                for i in parsed.instances]
+        return rows or [{"instruction": instruction, "input": None, "output": None, "is_classification": clf}]
     output_key = "output" if "output" in obj else "response" if "response" in obj else None
     inp = _str_field(obj, "input", path, line, required=False)
     out = _str_field(obj, output_key, path, line) if output_key else None
@@ -104,8 +113,6 @@ def _rows_from_record(obj: dict, path: Path, line: int, flags: dict[str, bool] |
 
 
 def _templates_as_patterns():
-    import re
-
     patterns = []
     # most literal text first: "Task: {instruction}\n\n{input}\n\n" before "{instruction}\n\n{input}\n\n"
     templates = sorted(TEMPLATES_WITH_INPUT + TEMPLATES_WITHOUT_INPUT,
@@ -152,7 +159,7 @@ def _sibling_flags(path: Path) -> dict[str, bool]:
     return flags
 
 
-def _load_file(path: Path, skipped: list[DataFormatError] | None = None) -> list[dict]:
+def _load_file(path: Path, rejections: Counter, skipped: list[DataFormatError] | None = None) -> list[dict]:
     """Rows of a file; with ``skipped`` given, a record with a bad field is skipped and its error kept
     there instead of raised (unreadable files and bad JSON still raise)."""
     rows: list[dict] = []
@@ -160,11 +167,12 @@ def _load_file(path: Path, skipped: list[DataFormatError] | None = None) -> list
 
     def add(obj: dict, line: int) -> None:
         try:
-            rows.extend(_rows_from_record(obj, path, line, flags))
+            rows.extend(_rows_from_record(obj, path, line, flags, rejections))
         except DataFormatError as err:
             if skipped is None:
                 raise
             skipped.append(err)
+            rejections["bad_record"] += 1
 
     head = path.read_bytes()[:1].strip() if path.stat().st_size else b""
     if path.suffix == ".json" or head == b"[":
@@ -188,15 +196,42 @@ def _load_file(path: Path, skipped: list[DataFormatError] | None = None) -> list
     return rows
 
 
-def _load_run(path: Path) -> list[dict]:
+def _is_kit_run(path: Path) -> bool:
+    return any((path / name).exists() for name in ("manifest.json", "instruction_requests.jsonl", "is_clf_or_not.jsonl"))
+
+
+def _load_original_run(path: Path, rejections: Counter) -> list[dict]:
+    """A folder written by the original code: its raw step-3 file parsed (flags from its
+    ``is_clf_or_not*.jsonl``), plus instructions that never reached step 3."""
+    instances = path / "machine_generated_instances.jsonl"
+    instructions = path / "machine_generated_instructions.jsonl"
+    rows = _load_file(instances, rejections) if instances.is_file() else []
+    seen = {r["instruction"] for r in rows}
+    flags = _sibling_flags(instructions)
+    if instructions.is_file():
+        for _, o in read_jsonl(instructions, tolerate_partial_last_line=True):
+            if isinstance(o.get("instruction"), str) and o["instruction"] not in seen:
+                rows.append({"instruction": o["instruction"], "input": None, "output": None,
+                             "is_classification": flags.get(o["instruction"])})
+                seen.add(o["instruction"])
+    return rows
+
+
+def _load_run(path: Path, rejections: Counter) -> list[dict]:
+    if not _is_kit_run(path):
+        if (path / "machine_generated_instances.jsonl").is_file() or (path / "machine_generated_instructions.jsonl").is_file():
+            return _load_original_run(path, rejections)
+        raise DataFormatError(path, None, None, "is neither a run directory of the kit nor one of the original "
+                              "code (no manifest.json, machine_generated_instructions.jsonl or machine_generated_instances.jsonl)")
     clf = {}
     clf_file = path / "is_clf_or_not.jsonl"
     if clf_file.is_file():
-        clf = {o["instruction"]: bool(o["is_classification"]) for _, o in read_jsonl(clf_file, tolerate_partial_last_line=True)}
+        clf = {o["instruction"]: parse_is_classification(o["is_classification"])
+               for _, o in read_jsonl(clf_file, tolerate_partial_last_line=True)}
     instances = path / "finetuning" / "all_generated_instances.jsonl"
     instructions = path / "machine_generated_instructions.jsonl"
     if instances.is_file():
-        rows = _load_file(instances)
+        rows = _load_file(instances, rejections)
         seen = {r["instruction"] for r in rows}
         if instructions.is_file():  # instructions whose instances were all filtered out still count
             for _, o in read_jsonl(instructions, tolerate_partial_last_line=True):
@@ -207,7 +242,8 @@ def _load_run(path: Path) -> list[dict]:
         rows = [{"instruction": o["instruction"], "input": None, "output": None}
                 for _, o in read_jsonl(instructions, tolerate_partial_last_line=True)]
     else:
-        raise DataFormatError(path, None, None, "is not a run directory of the kit (no machine_generated_instructions.jsonl)")
+        raise DataFormatError(path, None, None, "is a run directory of the kit without instructions yet "
+                              "(no machine_generated_instructions.jsonl)")
     for r in rows:
         r["is_classification"] = clf.get(r["instruction"])
     return rows
@@ -225,7 +261,8 @@ def load_dataset(
             records out and warns once with their count and the first error (a file that is not valid
             JSON or UTF-8 still raises).
     Returns:
-        A DataFrame with columns :data:`COLUMNS`, one row per instance.
+        A DataFrame with columns :data:`COLUMNS`, one row per instance; ``df.attrs["rejections"]``
+        counts what was left out, by reason (empty when nothing was).
     Raises:
         DataFormatError: unreadable or malformed data; names file, line and field.
         FileNotFoundError: the path does not exist.
@@ -240,20 +277,33 @@ def load_dataset(
             if col not in df.columns:
                 df[col] = None
         df["source"] = name or "dataframe"
-        return df[COLUMNS].reset_index(drop=True)
+        df = df[COLUMNS].reset_index(drop=True)
+        df.attrs["rejections"] = {}
+        return df
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
     skipped: list[DataFormatError] | None = [] if errors == "skip" else None
-    rows = _load_run(path) if path.is_dir() else _load_file(path, skipped)
+    rejections: Counter = Counter()
+    rows = _load_run(path, rejections) if path.is_dir() else _load_file(path, rejections, skipped)
     if skipped:
         warnings.warn(f"{path}: skipped {len(skipped)} record(s) with a bad field; the first: {skipped[0]}", stacklevel=2)
+    empty = rejections.pop("raw_tasks_without_instances", 0)
+    n_raw = rejections.pop("raw_tasks", 0)
+    if empty:
+        rejections["tasks_without_instances"] = empty
+    if empty * 2 > n_raw:  # most tasks unreadable: say so, not only in df.attrs
+        reasons = ", ".join(f"{k}={v}" for k, v in rejections.most_common() if k != "tasks_without_instances")
+        warnings.warn(f"{path}: {empty} of {n_raw} tasks gave no instance from their raw text ({reasons}); "
+                      "was it made with another prompt format?", stacklevel=2)
     df = pd.DataFrame(rows)
     for col in COLUMNS[:-1]:
         if col not in df.columns:
             df[col] = None
     df["is_classification"] = df["is_classification"].astype(object)
     df["source"] = name or path.name
-    return df[COLUMNS]
+    df = df[COLUMNS]
+    df.attrs["rejections"] = dict(rejections)
+    return df

@@ -5,7 +5,10 @@
   in a separate key file (Appendix B.1); raters grade each response A-D (:data:`SCALE`).
 - :func:`ratings_by_model` and :func:`agreement` turn completed sheets into Figure 6 and the agreement
   statistics (Cohen's kappa on four levels and on acceptable vs. not; Spearman's rho).
-- :func:`rouge_by_model` and :func:`lm_rate` give automatic views, clearly labelled as automatic.
+- :func:`open_rating_sheet` gives each rater a sheet of their own (created once, never overwritten);
+  :func:`load_all_ratings` reads every rater's sheet for Figure 6 and the agreement.
+- :func:`rouge_by_model` gives an automatic view, clearly labelled as automatic (the LM as a rater is
+  :func:`selfinstruct_utils.rater.lm_rate`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ __all__ = [
     "ratings_by_model",
     "agreement",
     "rouge_by_model",
-    "lm_rate",
+    "rater_file_name",
+    "open_rating_sheet",
+    "load_all_ratings",
+    "agreement_between_raters",
 ]
 
 #: The four-level scale (paper Sec. 4.4, in our words).
@@ -118,12 +124,103 @@ def rating_sheet(predictions: pd.DataFrame, *, seed: int = 0, tasks: list[int] |
     return pd.DataFrame(rows), pd.DataFrame(keys)
 
 
-def save_rating_sheet(sheet: pd.DataFrame, key: pd.DataFrame, folder: str | os.PathLike, *, name: str = "rating_sheet") -> tuple[Path, Path]:
-    """Write ``<name>.csv`` (for raters) and ``<name>.key.csv`` (model identities) into ``folder``."""
+def save_rating_sheet(sheet: pd.DataFrame, key: pd.DataFrame, folder: str | os.PathLike, *, name: str = "rating_sheet",
+                      overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``<name>.csv`` (for raters) and ``<name>.key.csv`` (model identities) into ``folder``.
+
+    Raises:
+        FileExistsError: the sheet exists and ``overwrite`` is False (a sheet may hold a rater's answers).
+    """
     from .quality import save_sheet
 
     folder = Path(folder)
+    if not overwrite and (folder / f"{name}.csv").exists():
+        raise FileExistsError(f"{folder / f'{name}.csv'} exists and may hold ratings: it is never overwritten")
     return save_sheet(sheet, folder / f"{name}.csv"), save_sheet(key, folder / f"{name}.key.csv")
+
+
+def rater_file_name(rater: str) -> str:
+    """A file-name-safe form of a rater's name (letters, digits, ``-``, ``_``, ``.``)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", rater.strip())
+    if not name.strip("._"):
+        raise ValueError(f"rater name {rater!r} gives no usable file name")
+    return name
+
+
+def open_rating_sheet(predictions: pd.DataFrame, folder: str | os.PathLike, rater: str, *, seed: int = 0,
+                      tasks: list[int] | None = None) -> tuple[Path, Path]:
+    """This rater's blind sheet ``rating_<rater>.csv`` and the shared key ``rating_key.csv`` in ``folder``.
+
+    Every rater gets the same items in the same order (same ``seed`` and ``tasks``); a sheet is
+    created only when it does not exist yet, and an existing one (with its ratings) is never rewritten.
+
+    Returns:
+        (sheet path, key path).
+    Raises:
+        ValueError: the folder's key was made from other predictions, seed or tasks (its items differ).
+    """
+    folder = Path(folder)
+    sheet, key = rating_sheet(predictions, seed=seed, tasks=tasks)
+    from .quality import save_sheet
+
+    key_path = folder / "rating_key.csv"
+    if key_path.exists():
+        stored = pd.read_csv(key_path, dtype={"item": int, "model": str})
+        if not stored.equals(key.astype({"item": int})):
+            raise ValueError(f"{key_path} belongs to another sheet (other predictions, seed or tasks): "
+                             "use another folder for this one")
+    else:
+        save_sheet(key, key_path)
+    sheet_path = folder / f"rating_{rater_file_name(rater)}.csv"
+    if not sheet_path.exists():
+        sheet["rater"] = rater
+        save_sheet(sheet, sheet_path)
+    return sheet_path, key_path
+
+
+def load_all_ratings(folder: str | os.PathLike) -> pd.DataFrame:
+    """Every rater's sheet (``rating_*.csv``) of a folder, with the model of each item from its key.
+
+    Returns:
+        Columns ``rater`` (from the file name), ``item``, ``task``, ``rating`` (A-D or "" unrated),
+        ``model``; empty (with those columns) when no sheet exists.
+    Raises:
+        ValueError: a rating outside A-D (names file and row).
+    """
+    folder = Path(folder)
+    key_path = folder / "rating_key.csv"
+    frames = []
+    for path in sorted(folder.glob("rating_*.csv")):
+        if path == key_path:
+            continue
+        sheet = load_ratings(path)
+        frames.append(sheet.assign(rater=path.stem[len("rating_"):])[["rater", "item", "task", "rating"]])
+    if not frames:
+        return pd.DataFrame(columns=["rater", "item", "task", "rating", "model"])
+    key = pd.read_csv(key_path, dtype={"item": int, "model": str})
+    out = pd.concat(frames, ignore_index=True)
+    out["task"] = out["task"].astype(int)
+    return out.merge(key, on="item", how="left", validate="many_to_one")
+
+
+def agreement_between_raters(ratings: pd.DataFrame) -> pd.DataFrame:
+    """:func:`agreement` for every pair of raters in a table from :func:`load_all_ratings`.
+
+    Returns:
+        One row per pair (``rater_1``, ``rater_2``, and the statistics); pairs with fewer than two
+        items rated by both are left out.
+    """
+    raters = sorted(ratings["rater"].unique())
+    rows = []
+    for a_k, a in enumerate(raters):
+        for b in raters[a_k + 1 :]:
+            merged = ratings[ratings.rater == a][["item", "rating"]].merge(
+                ratings[ratings.rater == b][["item", "rating"]], on="item", suffixes=("_1", "_2"))
+            try:
+                rows.append({"rater_1": a, "rater_2": b, **agreement(merged.rating_1, merged.rating_2)})
+            except ValueError:
+                continue
+    return pd.DataFrame(rows, columns=["rater_1", "rater_2", "kappa_4_levels", "kappa_acceptable", "spearman_rho", "n"])
 
 
 def load_ratings(path: str | os.PathLike) -> pd.DataFrame:
@@ -191,42 +288,4 @@ def rouge_by_model(predictions: pd.DataFrame) -> pd.DataFrame:
 
     out = predictions.copy()
     out["rougeL"] = paired(out["target"].tolist(), out["response"].tolist())
-    return out
-
-
-_RATING = re.compile(r"\b([ABCD])\b")
-
-
-def lm_rate(client, sheet: pd.DataFrame, *, max_tokens: int = 4, progress: bool = True) -> pd.DataFrame:
-    """Fill a rating sheet with an LM as the rater (AUTOMATIC: not a human judgement).
-
-    The LM reads the scale, the instruction, input, target and the response, and answers one letter.
-
-    Args:
-        client: an :class:`~selfinstruct_utils.llm.LMClient`.
-        sheet: from :func:`rating_sheet`.
-    Returns:
-        A copy of the sheet with ``rating`` filled (A-D, or "" when the answer had no letter),
-        ``raw_rating`` (the LM's text) and ``rater`` = ``"automatic:<model>"``.
-    """
-    from tqdm.auto import tqdm
-
-    from ..llm import SamplingParams
-
-    scale = "\n".join(f"{k}: {v}" for k, v in SCALE.items())
-    header = ("Rate the response to the task on this scale:\n" + scale + "\nAnswer with one letter.\n\n")
-    prompts = []
-    for r in sheet.itertuples():
-        body = f"Task: {r.instruction}\n" + (f"Input: {r.input}\n" if r.input else "")
-        body += f"Reference answer: {r.target}\nResponse: {r.response}\nRating:"
-        prompts.append(header + body)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=("\n",))
-    texts = []
-    step = 8
-    for lo in tqdm(range(0, len(prompts), step), desc="LM rater", disable=not progress):
-        texts += [c.text for c in client.complete(prompts[lo : lo + step], params, step="lm_rater")]
-    out = sheet.copy()
-    out["raw_rating"] = texts
-    out["rating"] = [(m.group(1) if (m := _RATING.search(t.upper())) else "") for t in texts]
-    out["rater"] = f"automatic:{client.model}"
     return out

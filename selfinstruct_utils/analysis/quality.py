@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-__all__ = ["QUESTIONS", "ANSWERS", "PAPER_TABLE2", "sample_for_review", "save_sheet", "load_sheet", "quality_table"]
+__all__ = ["QUESTIONS", "ANSWERS", "PAPER_TABLE2", "sample_for_review", "save_sheet", "load_sheet", "open_review_sheet",
+           "load_review_sheets", "quality_table"]
 
 #: The three questions a rater answers per item (paper Table 2, in our words); "all fields valid" is
 #: derived from them.
@@ -97,6 +98,29 @@ def load_sheet(path: str | os.PathLike) -> pd.DataFrame:
         sheet[q] = norm.map(mapping)
     sheet["item"] = sheet["item"].astype(int)
     return sheet
+
+
+def open_review_sheet(df: pd.DataFrame, folder: str | os.PathLike, rater: str, *, n: int = 200, seed: int = 0) -> Path:
+    """This rater's sheet ``review_<rater>.csv`` in ``folder``: created (from :func:`sample_for_review`)
+    only when it does not exist, so an existing sheet and its answers are never rewritten. Raters of
+    the same folder get the same items (same data, ``n`` and ``seed``).
+
+    Returns:
+        The sheet's path.
+    """
+    from .human_eval import rater_file_name
+
+    path = Path(folder) / f"review_{rater_file_name(rater)}.csv"
+    if not path.exists():
+        sheet = sample_for_review(df, n, seed=seed)
+        sheet["rater"] = rater
+        save_sheet(sheet, path)
+    return path
+
+
+def load_review_sheets(folder: str | os.PathLike) -> list[pd.DataFrame]:
+    """Every rater's sheet (``review_*.csv``) of a folder, in file-name order (see :func:`load_sheet`)."""
+    return [load_sheet(p) for p in sorted(Path(folder).glob("review_*.csv"))]
 
 
 def quality_table(*sheets: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:

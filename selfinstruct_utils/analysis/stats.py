@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["word_count", "dataset_statistics", "length_table", "PAPER_TABLE1"]
+__all__ = ["word_count", "dataset_statistics", "length_table", "table1", "PAPER_TABLE1"]
 
 #: The paper's Table 1 for its 52K-instruction GPT-3 dataset.
 PAPER_TABLE1 = {
@@ -31,28 +31,43 @@ def dataset_statistics(df: pd.DataFrame) -> pd.Series:
     Args:
         df: rows of :func:`~selfinstruct_utils.analysis.datasets.load_dataset` (one per instance).
     Returns:
-        A Series with the keys of :data:`PAPER_TABLE1`: counts of distinct instructions (by exact
-        text), classification / non-classification instructions (unknown flags count in neither;
-        then the two do not add up), instances (rows with an output), instances with an empty
-        input, and mean lengths in words of instructions (distinct), non-empty inputs and outputs.
-        Means are NaN where nothing is counted.
+        A Series (object dtype) with the keys of :data:`PAPER_TABLE1`: counts (ints) of distinct
+        instructions (by exact text), classification / non-classification instructions ("n/a" when
+        the data flags none of its instructions; unknown flags count in neither), instances (rows
+        with an output), instances with an empty input, and mean lengths (floats) in words of
+        instructions (distinct), non-empty inputs and outputs (NaN where nothing is counted).
     Source: paper Table 1 (Sec. 3.1).
     """
     instr = df.drop_duplicates("instruction")
     clf = instr["is_classification"]
+    flagged = clf.isin([True, False]).any()
     inst = df[df["output"].notna()]
     inputs = inst["input"].fillna("")
     non_empty = inputs[inputs.str.strip() != ""]
     return pd.Series({
         "instructions": len(instr),
-        "classification instructions": int((clf == True).sum()),  # noqa: E712 (object column: True/False/None)
-        "non-classification instructions": int((clf == False).sum()),  # noqa: E712
+        "classification instructions": int((clf == True).sum()) if flagged else "n/a",  # noqa: E712 (True/False/None)
+        "non-classification instructions": int((clf == False).sum()) if flagged else "n/a",  # noqa: E712
         "instances": len(inst),
         "instances with empty input": int((inputs.str.strip() == "").sum()),
         "avg. instruction length (words)": instr["instruction"].map(word_count).mean(),
         "avg. non-empty input length (words)": non_empty.map(word_count).mean() if len(non_empty) else float("nan"),
         "avg. output length (words)": inst["output"].map(word_count).mean() if len(inst) else float("nan"),
-    })
+    }, dtype=object)
+
+
+def table1(columns: dict[str, pd.Series]) -> pd.DataFrame:
+    """Table 1 for display: one column per dataset (from :func:`dataset_statistics` or
+    :data:`PAPER_TABLE1`), counts with thousands separators, means with one decimal, "n/a" kept."""
+
+    def fmt(value) -> str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
+            return f"{int(value):,}"
+        return "n/a" if pd.isna(value) else f"{value:.1f}"
+
+    return pd.DataFrame({name: pd.Series(col).map(fmt) for name, col in columns.items()})
 
 
 def length_table(df: pd.DataFrame) -> pd.DataFrame:
