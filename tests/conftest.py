@@ -40,3 +40,37 @@ def lm_cache(tmp_path) -> Path:
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _tracked_state() -> str | None:
+    """`git status` of tracked files plus a hash of their diff (None outside a git checkout)."""
+    import hashlib
+    import subprocess
+
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT,
+                                capture_output=True, text=True, timeout=60, check=True).stdout
+        diff = subprocess.run(["git", "diff"], cwd=PROJECT, capture_output=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return status + hashlib.sha256(diff).hexdigest()
+
+
+_STATE_AT_START = None
+
+
+def pytest_sessionstart(session):
+    global _STATE_AT_START
+    _STATE_AT_START = _tracked_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The test suite never rewrites a tracked file (figures included): fail the session if it did."""
+    end = _tracked_state()
+    if _STATE_AT_START is not None and end is not None and end != _STATE_AT_START:
+        import subprocess
+
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT,
+                                 capture_output=True, text=True).stdout
+        print(f"\nERROR: the test suite changed tracked files:\n{changed}")
+        session.exitstatus = 1

@@ -13,11 +13,14 @@ class FakeOpenAI:
 
     ``script`` is a list of actions consumed one per request (then ``default``): "ok", "429",
     "500", "503", "bad_json", "truncated_json", "empty_choices", "length", ("slow", seconds).
-    Every request body is kept in ``requests``; every Authorization header in ``auth``.
+    Every request body is kept in ``requests``; every Authorization header in ``auth``. ``text`` is
+    the completion text, or a function of the request body that returns it. ``model_id`` is what
+    ``GET /v1/models`` reports.
     """
 
-    def __init__(self, script=None, default="ok", text=" Yes"):
+    def __init__(self, script=None, default="ok", text=" Yes", model_id="fake"):
         self.script = list(script or [])
+        self.model_id = model_id
         self.default = default
         self.text = text
         self.requests: list[dict] = []
@@ -30,7 +33,7 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self):
-                self._send(200, {"data": [{"id": "fake"}]})
+                self._send(200, {"data": [{"id": fake.model_id}]})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -49,7 +52,8 @@ class FakeOpenAI:
                 if action == "truncated_json":
                     return self._raw(200, b'{"id": "x", "choices": [{"te')
                 chat = self.path.endswith("/chat/completions")
-                text = fake.text if not chat else fake.text.strip()
+                text = fake.text(body) if callable(fake.text) else fake.text
+                text = text.strip() if chat else text
                 finish = "length" if action == "length" else "stop"
                 choices = [] if action == "empty_choices" else [
                     {"index": 0, "finish_reason": finish, **({"message": {"role": "assistant", "content": text}} if chat else {"text": text, "logprobs": None})}

@@ -131,3 +131,31 @@ def test_server_dies_with_its_parent(tmp_path):
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(EmbeddedLMError, match="does not exist"):
         EmbeddedLM(tmp_path / "nope.gguf").start()
+
+
+def test_another_gguf_never_gets_the_first_ggufs_answers(tmp_path):
+    """`selfinstruct step instructions` with the shipped GGUF, then with another GGUF behind the same alias
+    (the same weights under another name in its metadata), on the same seeds and cache: the second run
+    asks its own model; the first GGUF again is served from the cache."""
+    from selfinstruct_utils.local_lm import default_gguf_path
+
+    data = default_gguf_path().read_bytes()
+    marker = b"Smollm2 135M 8k"
+    assert data.count(marker) == 1
+    other = tmp_path / "other.gguf"
+    other.write_bytes(data.replace(marker, b"Smollm2 135M 9k"))
+    common = ["step", "instructions", "--num-instructions", "2", "--max-requests", "2", "--request-batch-size", "2",
+              "--instruction-max-tokens", "24", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+
+    def run(name: str, *extra: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "selfinstruct_utils.cli", *common, "--run-dir", str(tmp_path / name), *extra],
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return json.loads((tmp_path / name / "manifest.json").read_text())
+
+    first, second, again = run("a"), run("b", "--gguf", str(other)), run("c")
+    assert first["lm"]["identity"] != second["lm"]["identity"]
+    assert second["lm"]["model"] == first["lm"]["model"] == "smollm2-135m-instruct"  # the same alias
+    usage = [m["steps"]["instructions"]["usage"] for m in (first, second, again)]
+    assert [(u["requests"], u["cache_hits"]) for u in usage] == [(2, 0), (2, 0), (0, 2)]
+    assert first["lm"]["measured_tokens_per_second"] > 0 and first["lm"]["retry_timeouts"] is False

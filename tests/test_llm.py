@@ -6,22 +6,14 @@ from selfinstruct_utils.llm import TABLE4, LMClient, LMRequestError, ResponseCac
 KEY = "sk-test-PLANTED-SECRET-123456"
 
 
-def test_table4_parameters():
-    assert TABLE4["instructions"].temperature == 0.7 and TABLE4["instructions"].top_p == 0.5
-    assert TABLE4["instructions"].presence_penalty == 2 and TABLE4["instructions"].max_tokens == 1024
-    assert TABLE4["instructions"].stop == ("\n\n", "\n16", "16.", "16 .")
-    assert TABLE4["classification"].max_tokens == 3 and TABLE4["classification"].temperature == 0
-    assert TABLE4["instances"].presence_penalty == 1.5 and TABLE4["instances"].max_tokens == 300
-    assert SamplingParams(stop=()).to_request().get("stop") is None
-
-
-def test_cache_key_ignores_key_and_address_but_not_parameters():
+def test_cache_key_covers_model_identity_and_parameters():
     p = SamplingParams(max_tokens=5)
-    k = ResponseCache.key("completions", "m", "hello", p)
-    assert k == ResponseCache.key("completions", "m", "hello", SamplingParams(max_tokens=5))
-    assert k != ResponseCache.key("completions", "m", "hello", p.replace(seed=1))
-    assert k != ResponseCache.key("chat", "m", "hello", p)
-    assert k != ResponseCache.key("completions", "m2", "hello", p)
+    k = ResponseCache.key("completions", "m", "hello", p, "gguf-sha256:a")
+    assert k == ResponseCache.key("completions", "m", "hello", SamplingParams(max_tokens=5), "gguf-sha256:a")
+    assert k != ResponseCache.key("completions", "m", "hello", p, "gguf-sha256:b")
+    assert k != ResponseCache.key("completions", "m", "hello", p.replace(seed=1), "gguf-sha256:a")
+    assert k != ResponseCache.key("chat", "m", "hello", p, "gguf-sha256:a")
+    assert k != ResponseCache.key("completions", "m2", "hello", p, "gguf-sha256:a")
 
 
 def test_completions_chat_usage_and_cache(tmp_path):

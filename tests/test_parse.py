@@ -30,6 +30,12 @@ def test_instruction_continuation_is_split_at_numbers():
     ]
 
 
+def test_numbered_list_variants_all_split():
+    text = " First task here.\n10 . Second task here.\n  11. Third task here.\n123.\tFourth task here.\n12.Not split"
+    assert parse_instructions(text).instructions == [
+        "First task here.", "Second task here.", "Third task here.", "Fourth task here. 12.Not split"]
+
+
 def test_length_finish_drops_only_the_last_instruction():
     out = parse_instructions(" Name three rivers in Europe.\n10. Write a poem about the", "length")
     assert out.instructions == ["Name three rivers in Europe."]
@@ -83,6 +89,11 @@ def test_generation_and_classification_instances():
     assert clf.instances == [Instance("Review: great", "Positive"), Instance("Review: awful", "Negative")]
     assert parse_classification_instances("Label: x").rejections[0].reason == "no_instances_parsed"
     assert parse_instances("Class label: A", True).instances == [Instance("", "A")]
+    # the label on the line after its tag
+    assert parse_classification_instances("Class label:\nPositive\nReview: great").instances == [Instance("Review: great", "Positive")]
+    # "Example" headers without a number still separate instances
+    assert parse_generation_instances("Example\nInput: a\nOutput: b\nExample\nInput: c\nOutput: d").instances == [
+        Instance("a", "b"), Instance("c", "d")]
 
 
 def test_real_instances_match_the_released_parser(gen2):
