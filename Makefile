@@ -1,27 +1,35 @@
 # Two commands do all set-up: `make demo` and `make test` (each creates .venv and installs first).
+# Each job installs only what it needs: the demo the pipeline and its embedded LM; the tests everything.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
 # llama-cpp-python compiles from source; a native (-march=native) build dies with "Illegal instruction"
 # on some machines, so build for a generic x86-64 target.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF
 export MPLBACKEND := Agg
 
-.PHONY: install demo test test-fast lint style bench seeds lab clean
+DEMO_EXTRAS := embedded
+ALL_EXTRAS  := embedded,notebooks,benepar,train,dev
+
+.PHONY: install install-demo demo test test-fast lint style bench figures seeds lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-
-$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -e ".[embedded,notebooks,dev,benepar]"
-	touch $(STAMP)
 
-install: $(STAMP)
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[$(DEMO_EXTRAS)]"
+	touch $@
+
+$(VENV)/.installed-all: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[$(ALL_EXTRAS)]"
+	touch $@ $(VENV)/.installed-demo
+
+install-demo: $(VENV)/.installed-demo
+install: $(VENV)/.installed-all
 
 ## The main job: the whole pipeline on the paper's 175 seed tasks with the embedded LM.
-demo: install
+demo: install-demo
 	$(BIN)/selfinstruct demo --run-dir runs/demo
 
 ## The test suite: unit tests, real-data tests, the embedded LM server, every notebook.
@@ -41,8 +49,17 @@ style: install
 bench: install
 	$(BIN)/python benchmarks/bench_rouge.py
 
+## The published figures in figures/: the one command that rewrites them (notebooks write to runs/figures).
+FIGURE_NOTEBOOKS := 01_seed_tasks 05_dataset_statistics 06_verb_noun_diversity 07_rouge_overlap 09_human_evaluation
+figures: install
+	mkdir -p runs/figures-notebooks
+	cd notebooks && for nb in $(FIGURE_NOTEBOOKS); do \
+	  ../$(BIN)/papermill --cwd . -p FIGURES_DIR $(CURDIR)/figures -p LM_RATER_TASKS 0 \
+	    -p SHEET_DIR $(CURDIR)/runs/figures-notebooks/human_eval $$nb.ipynb ../runs/figures-notebooks/$$nb.ipynb || exit 1; \
+	done
+
 ## The paper's published data, for machines without ../shared/data (needs internet).
-seeds: install
+seeds: install-demo
 	$(BIN)/selfinstruct download
 
 lab: install

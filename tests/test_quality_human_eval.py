@@ -164,7 +164,44 @@ def test_rouge_by_model_is_exact(predictions):
 @pytest.mark.lm
 def test_lm_rater_fills_a_sheet(embedded_lm, predictions):
     sheet, _ = he.rating_sheet(predictions, seed=0, tasks=[0])
-    rated = he.lm_rate(embedded_lm.client(), sheet, progress=False)
+    from selfinstruct_utils.rater import lm_rate
+
+    rated = lm_rate(embedded_lm.client(), sheet, progress=False)
     assert len(rated) == 8
     assert rated.rating.isin(["A", "B", "C", "D", ""]).all()
     assert (rated.rater == "automatic:smollm2-135m-instruct").all()
+
+
+def test_each_rater_has_a_sheet_that_is_never_overwritten(tmp_path, predictions):
+    sheet_1, key = he.open_rating_sheet(predictions, tmp_path, "rater 1", tasks=[0, 1])
+    sheet_2, key_2 = he.open_rating_sheet(predictions, tmp_path, "rater-2", tasks=[0, 1])
+    assert sheet_1.name == "rating_rater_1.csv" and sheet_2.name == "rating_rater-2.csv" and key == key_2
+    first = he.load_ratings(sheet_1)
+    first["rating"] = ["ABCD"[k % 4] for k in range(len(first))]
+    first.to_csv(sheet_1, index=False)
+    before = sheet_1.read_bytes()
+    assert he.open_rating_sheet(predictions, tmp_path, "rater 1", tasks=[0, 1])[0] == sheet_1
+    assert sheet_1.read_bytes() == before  # opened again (a notebook re-run): the ratings stay
+    with pytest.raises(FileExistsError):
+        he.save_rating_sheet(*he.rating_sheet(predictions, tasks=[0]), tmp_path, name="rating_rater_1")
+    with pytest.raises(ValueError, match="another sheet"):
+        he.open_rating_sheet(predictions, tmp_path, "rater 3", tasks=[2])
+    ratings = he.load_all_ratings(tmp_path)
+    assert sorted(ratings.rater.unique()) == ["rater-2", "rater_1"] and len(ratings) == 32
+    assert (ratings[ratings.rater == "rater-2"].rating == "").all()
+    assert he.agreement_between_raters(ratings).empty  # rater 2 rated nothing yet
+    assert he.load_all_ratings(tmp_path / "none").empty
+
+
+def test_each_reviewer_has_a_sheet(tmp_path, gpt3_run):
+    from selfinstruct_utils.analysis.quality import load_review_sheets, open_review_sheet
+
+    a = open_review_sheet(gpt3_run, tmp_path, "r1", n=10)
+    b = open_review_sheet(gpt3_run, tmp_path, "r2", n=10)
+    assert a != b
+    sheet = load_sheet(a)
+    sheet["valid_task"] = "yes"
+    save_sheet(sheet, a)
+    assert open_review_sheet(gpt3_run, tmp_path, "r1", n=10) == a and (load_sheet(a).valid_task == "yes").all()
+    sheets = load_review_sheets(tmp_path)
+    assert len(sheets) == 2 and quality_table(*sheets).set_index("question").loc["valid_task", "answered"] == 10

@@ -38,7 +38,7 @@ from ..parse import parse_is_classification
 from ..records import DataFormatError, read_jsonl
 from ..templates import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT
 
-__all__ = ["COLUMNS", "load_dataset", "decode_prompt_completion"]
+__all__ = ["COLUMNS", "load_dataset", "decode_prompt_completion", "original_step3_records"]
 
 COLUMNS = ["instruction", "input", "output", "is_classification", "source"]
 
@@ -307,3 +307,33 @@ def load_dataset(
     df = df[COLUMNS]
     df.attrs["rejections"] = dict(rejections)
     return df
+
+
+def original_step3_records(folder: str | os.PathLike) -> list[dict]:
+    """The original code's step-3 file of a run folder as the kit's step-3 records.
+
+    Args:
+        folder: a folder written by the original code, with ``machine_generated_instances.jsonl`` and an
+            ``is_clf_or_not*.jsonl`` (read with the kit's one yes/no reader).
+    Returns:
+        One dict per task: ``instruction``, ``is_classification`` (bool; unreadable answers count as
+        False, as step 2 does), ``raw_instances`` and ``finish_reason`` (from the recorded response).
+    Raises:
+        DataFormatError: a missing file or field (file, line and field named).
+    """
+    folder = Path(folder)
+    path = folder / "machine_generated_instances.jsonl"
+    if not path.is_file():
+        raise DataFormatError(path, None, None, "missing: not a folder written by the original code")
+    flags = _sibling_flags(path)
+    out = []
+    for line, o in read_jsonl(path):
+        instruction = _str_field(o, "instruction", path, line)
+        meta = o.get("instance_metadata") or {}
+        try:
+            finish = meta["response"]["choices"][0]["finish_reason"]
+        except (KeyError, IndexError, TypeError):
+            finish = o.get("finish_reason")
+        out.append({"instruction": instruction, "is_classification": bool(flags.get(instruction)),
+                    "raw_instances": _str_field(o, "raw_instances", path, line), "finish_reason": finish})
+    return out
