@@ -8,7 +8,8 @@ Examples::
     selfinstruct run --run-dir runs/c --backend server --base-url http://localhost:8000/v1 --model m
     selfinstruct step classification --run-dir runs/a --backend embedded
     selfinstruct summary runs/a
-    selfinstruct download                              # the paper's originals (needs internet)
+    selfinstruct download                              # seed tasks, user-oriented set, predictions
+    selfinstruct download --what paper superni alpaca  # the 82K data, SuperNI test set, Alpaca 52K
 """
 
 from __future__ import annotations
@@ -148,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     p_sum = sub.add_parser("summary", help="print a run's summary")
     p_sum.add_argument("run_dir")
     p_dl = sub.add_parser("download", help="download the paper's published data (needs internet)")
-    p_dl.add_argument("--dest", default=None)
+    p_dl.add_argument("--what", nargs="+", default=["seeds"], choices=["seeds", "paper", "superni", "alpaca", "all"],
+                      help="seeds: seed tasks, user-oriented set, 8 models' predictions; paper: the 82K instances and "
+                           "their finetuning data; superni: the SuperNI test set; alpaca: alpaca_data.json")
+    p_dl.add_argument("--dest", default=None, help="target folder (default: the user cache, searched by data_dir)")
+    p_dl.add_argument("--mirror", default=None, help="base URL standing in for https://raw.githubusercontent.com")
+    p_dl.add_argument("--no-check", action="store_true", help="accept a file whose record count differs")
 
     args = parser.parse_args(argv)
     try:
@@ -156,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             print(format_summary(args.run_dir))
             return 0
         if args.command == "download":
-            from .data import download
+            from .download import download
 
-            print(f"downloaded into {download(args.dest)}")
+            print(f"downloaded into {download(args.dest, what=args.what, mirror=args.mirror, check=not args.no_check)}")
             return 0
         if args.command == "step":
             return _run(args, (args.name,), demo=False)

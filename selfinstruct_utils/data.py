@@ -1,46 +1,139 @@
-"""Where the real data lives, and the download of the originals for users with internet.
+"""Where the real data lives, and the registry of the datasets the kit knows.
 
 Resolution order for the data folder: an explicit path, then the ``SELFINSTRUCT_DATA`` environment
 variable, then ``../shared/data`` beside the project (the layout of this repository's workplace),
-then the user cache (``~/.cache/selfinstruct-kit``) filled by :func:`download`.
+then the user cache (``~/.cache/selfinstruct-kit``) filled by :func:`selfinstruct_utils.download.download`.
 """
 
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "DatasetInfo",
+    "DATASETS",
+    "find_datasets",
+    "INSTRUCTION_ROLES",
+    "paper_or_stand_in",
     "DataNotFoundError",
     "PROJECT_ROOT",
     "ORIGINAL_FILES",
+    "RAW",
     "data_dir",
     "seed_tasks_path",
     "user_oriented_path",
     "predictions_dir",
     "generated_dir",
-    "download",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfinstruct-kit"
 
-_BASE = "https://raw.githubusercontent.com/yizhongw/self-instruct/main/"
+RAW = "https://raw.githubusercontent.com"  # the hosting service's raw-file address, <owner>/<repo>/<branch>/<path>
+_BASE = RAW + "/yizhongw/self-instruct/main/"
+_ALPACA = RAW + "/tatsu-lab/stanford_alpaca/main/"
 _MODELS = [
     "davinci", "davinci-t0-ft", "davinci-superni-ft", "davinci-self-instruct",
     "davinci-self-instruct-and-superni-ft", "text-davinci-001", "text-davinci-002", "text-davinci-003",
 ]
-#: Relative path in the data folder -> URL of the published original.
-ORIGINAL_FILES: dict[str, str] = {
-    "self_instruct/seed_tasks.jsonl": _BASE + "data/seed_tasks.jsonl",
-    "self_instruct/human_eval/user_oriented_instructions.jsonl": _BASE + "human_eval/user_oriented_instructions.jsonl",
-    **{
-        f"self_instruct/human_eval/predictions/{m}_predictions.jsonl": _BASE + f"human_eval/predictions/{m}_predictions.jsonl"
-        for m in _MODELS
-    },
-}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset the kit knows: where it lies in the data folder, where it comes from, its licence.
+
+    Attributes:
+        name: the name notebooks and tables show.
+        path: path relative to the data folder (a file, or a folder for a whole run).
+        url: where the published original is (None: only in the shared data).
+        license: the data's licence.
+        role: "seeds", "evaluation" (the 252 user-oriented tasks), "predictions" (a model's responses
+            to them), "paper" (the paper's own generated data), "finetuning" (the paper's finetuning
+            file), "superni" (the SuperNI test set, read with
+            :func:`~selfinstruct_utils.analysis.load_superni_test_tasks`), "stand-in" (a small real dataset
+            made with the method, used when the paper's is absent) or "related".
+        expected: records the published file holds (lines of a JSONL file, items of a JSON list; None:
+            not checked).
+        download: the ``selfinstruct download --what`` group that fetches it (None: not downloadable).
+    """
+
+    name: str
+    path: str
+    url: str | None
+    license: str
+    role: str
+    expected: int | None = None
+    download: str | None = None
+
+
+#: Every dataset the kit knows, once. Notebooks and the downloader pick from it by name, role or group.
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
+    DatasetInfo("seed tasks (175)", "self_instruct/seed_tasks.jsonl", _BASE + "data/seed_tasks.jsonl",
+                "Apache-2.0", "seeds", 175, "seeds"),
+    DatasetInfo("user-oriented (252)", "self_instruct/human_eval/user_oriented_instructions.jsonl",
+                _BASE + "human_eval/user_oriented_instructions.jsonl", "Apache-2.0", "evaluation", 252, "seeds"),
+    *(DatasetInfo(f"predictions: {m}", f"self_instruct/human_eval/predictions/{m}_predictions.jsonl",
+                  _BASE + f"human_eval/predictions/{m}_predictions.jsonl", "Apache-2.0", "predictions", 252, "seeds")
+      for m in _MODELS),
+    DatasetInfo("Self-Instruct 82K (paper)", "self_instruct/gpt3_generations/batch_221203/all_instances_82K.jsonl",
+                _BASE + "data/gpt3_generations/batch_221203/all_instances_82K.jsonl", "Apache-2.0", "paper", 82_439,
+                "paper"),
+    DatasetInfo("Self-Instruct finetuning data (paper)",
+                "self_instruct/finetuning/self_instruct_221203/gpt3_finetuning_data.jsonl",
+                _BASE + "data/finetuning/self_instruct_221203/gpt3_finetuning_data.jsonl", "Apache-2.0", "finetuning",
+                82_612, "paper"),
+    DatasetInfo("SuperNI test set", "self_instruct/finetuning/superni_50k/superni_test_set.jsonl",
+                _BASE + "data/finetuning/superni_50k/superni_test_set.jsonl", "Apache-2.0", "superni", None,
+                "superni"),
+    DatasetInfo("Alpaca 52K", "stanford_alpaca/alpaca_data.json", _ALPACA + "alpaca_data.json", "CC-BY-NC-4.0",
+                "related", 52_002, "alpaca"),
+    DatasetInfo("GPT-3 run (original code)", "generated/maulikmadhavi__self-instruct/gpt3_generations2", None,
+                "Apache-2.0", "stand-in"),
+    DatasetInfo("Alpaca regeneration", "generated/minpeter__stanford_alpaca_regen/regen.json", None, "Apache-2.0", "related"),
+    DatasetInfo("Code Alpaca 2K", "generated/sahil280114__codealpaca/code_alpaca_2k.json", None, "Apache-2.0", "related"),
+    DatasetInfo("GPTeacher role-play", "generated/teknium1__GPTeacher/roleplay-simple-deduped-roleplay-instruct.json",
+                None, "MIT", "related"),
+)}
+
+#: Relative path in the data folder -> URL of the published original, for every downloadable file.
+ORIGINAL_FILES: dict[str, str] = {d.path: d.url for d in DATASETS.values() if d.download and d.url}
+
+
+#: The roles of instruction datasets, the ones the analyses (Table 1, Figures 2-4) compare.
+INSTRUCTION_ROLES = ("seeds", "evaluation", "paper", "stand-in", "related")
+
+
+def find_datasets(root: str | os.PathLike | None = None, *, roles: tuple[str, ...] | None = INSTRUCTION_ROLES) -> dict[str, Path]:
+    """The known datasets (:data:`DATASETS`) present in the data folder, name -> path, in registry order.
+
+    Args:
+        root: the data folder (default: :func:`data_dir` of the seed tasks).
+        roles: only these roles (default: :data:`INSTRUCTION_ROLES`, the instruction datasets that
+            :func:`~selfinstruct_utils.analysis.load_dataset` reads; None: every role).
+    """
+    root = data_dir(root, must_contain="self_instruct/seed_tasks.jsonl") if root else data_dir(
+        must_contain="self_instruct/seed_tasks.jsonl")
+    return {d.name: root / d.path for d in DATASETS.values()
+            if (roles is None or d.role in roles) and (root / d.path).exists()}
+
+
+def paper_or_stand_in(root: str | os.PathLike | None = None) -> tuple[str, Path | None, str]:
+    """The generated dataset to analyse: the paper's 82K when present, else the first stand-in present.
+
+    Returns:
+        (name, path or None when neither is present, a one-line notice saying which and why).
+    """
+    found = find_datasets(root, roles=("paper", "stand-in"))
+    paper = [n for n in found if DATASETS[n].role == "paper"]
+    if paper:
+        return paper[0], found[paper[0]], f"Using the paper's own data: {paper[0]}."
+    for name, path in found.items():
+        return name, path, (f"NOTE: the paper's 82K data is not in the data folder (`selfinstruct download --what paper` "
+                            f"fetches it); using the small real stand-in '{name}' instead.")
+    return "none", None, ("NOTE: neither the paper's 82K data nor a stand-in is in the data folder: the generated-data "
+                          "analyses are skipped (`selfinstruct download --what paper` fetches the paper's).")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -120,36 +213,3 @@ def predictions_dir(root: str | os.PathLike | None = None) -> Path:
 def generated_dir(root: str | os.PathLike | None = None) -> Path:
     """Folder of real machine-generated datasets (``generated/`` in the shared data)."""
     return data_dir(root, must_contain="generated") / "generated"
-
-
-def download(dest: str | os.PathLike | None = None, *, files: list[str] | None = None, timeout: float = 30.0) -> Path:
-    """Download the published originals (seed tasks, user-oriented set, predictions) into ``dest``.
-
-    Args:
-        dest: target folder (default: the user cache, which :func:`data_dir` searches last).
-        files: relative paths from :data:`ORIGINAL_FILES` (default: all of them).
-        timeout: seconds per file.
-    Returns:
-        The folder.
-    Raises:
-        ConnectionError: the network is unreachable (offline machines): says which URL failed.
-    """
-    dest = Path(dest) if dest is not None else CACHE_DIR
-    for rel in files or list(ORIGINAL_FILES):
-        url = ORIGINAL_FILES[rel]
-        target = dest / rel
-        if target.is_file():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                payload = resp.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            raise ConnectionError(
-                f"could not download {url} ({err}). This machine may be offline: copy the files by hand "
-                f"into {dest} or point SELFINSTRUCT_DATA at a folder that has them."
-            ) from None
-        tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_bytes(payload)
-        os.replace(tmp, target)
-    return dest

@@ -207,14 +207,33 @@ def test_superni_loader_on_files_in_its_schema(tmp_path):
     (tmp_path / "tasks" / "task002_qa.json").write_text(json.dumps({"Definition": "Write a title for the article."}))
     df = load_superni_test_tasks(tmp_path)
     assert df.to_dict("records") == [
-        {"task": "task001_quoref", "instruction": "Answer the question about the passage."},
-        {"task": "task002_qa", "instruction": "Write a title for the article."},
+        {"task": "task001_quoref", "instruction": "Answer the question about the passage.", "instances": None},
+        {"task": "task002_qa", "instruction": "Write a title for the article.", "instances": None},
     ]
     (tmp_path / "tasks" / "task002_qa.json").write_text(json.dumps({"Positive Examples": []}))
     with pytest.raises(DataFormatError, match="Definition"):
         load_superni_test_tasks(tmp_path)
     with pytest.raises(DataFormatError, match="natural-instructions"):
         load_superni_test_tasks(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("prompt, definition", [
+    ("Definition: Sort the list.\n\nNow complete the following example -\nInput: 3 1\nOutput: ", "Sort the list."),
+    ("Definition: Two\nlines.\n\nPositive Example 1 -\nInput: a\nOutput: b\n\nNow complete", "Two\nlines."),
+    ("Count the words.\nInput: a b\nOutput:", "Count the words."),
+    ("Just a task with no marker", "Just a task with no marker"),
+])
+def test_superni_definition_from_a_prompt(prompt, definition):
+    from selfinstruct_utils.analysis.overlap import superni_definition
+
+    assert superni_definition(prompt) == definition
+
+
+def test_superni_jsonl_without_a_prompt_names_the_line(tmp_path):
+    f = tmp_path / "superni_test_set.jsonl"
+    f.write_text(json.dumps({"prompt": "Definition: A.\n\nInput: x", "completion": "y"}) + "\n" + json.dumps({"completion": "y"}) + "\n")
+    with pytest.raises(DataFormatError, match=r"superni_test_set\.jsonl:2: field 'prompt'"):
+        load_superni_test_tasks(f)
 
 
 def test_bad_records_can_be_skipped_with_a_warning_and_a_count(tmp_path):
@@ -230,3 +249,19 @@ def test_bad_records_can_be_skipped_with_a_warning_and_a_count(tmp_path):
     broken.write_text('{"instruction": "x", "output": "y"}\n{not json\n')
     with pytest.raises(DataFormatError, match="broken.jsonl:2: invalid JSON"):
         load_dataset(broken, errors="skip")
+
+
+def test_table1_of_the_papers_82k_data_when_it_is_here():
+    """Runs only where `selfinstruct download --what paper` has put the real file in the data folder."""
+    from selfinstruct_utils.analysis.stats import PAPER_TABLE1
+    from selfinstruct_utils.data import find_datasets
+
+    path = find_datasets(roles=("paper",)).get("Self-Instruct 82K (paper)")
+    if path is None:
+        pytest.skip("the paper's all_instances_82K.jsonl is not in the data folder (`selfinstruct download --what paper`)")
+    stats = dataset_statistics(load_dataset(path))
+    for key in ("instructions", "instances", "instances with empty input"):
+        assert stats[key] == PAPER_TABLE1[key], key
+    for key in ("avg. instruction length (words)", "avg. non-empty input length (words)", "avg. output length (words)"):
+        assert round(stats[key], 1) == PAPER_TABLE1[key], key
+    assert stats["classification instructions"] == "n/a"  # the file does not say which are classification

@@ -4,10 +4,12 @@ Notebooks 00-04 use the session's embedded server (as BACKEND="server") and shar
 in order, as a reader would run them.
 """
 
+import json
 from pathlib import Path
 
 import pytest
 from conftest import PROJECT
+from test_download import small_registry  # noqa: F401  (a fixture)
 
 NOTEBOOKS = PROJECT / "notebooks"
 pytestmark = pytest.mark.notebook
@@ -62,48 +64,55 @@ def test_02_to_04_pipeline_notebooks(nb_env):
         assert len(_figures(nb_env, prefix)) == 2
     run = Path(nb_env["lm"]["RUN_DIR"])
     assert (run / "finetuning" / "alpaca.json").is_file()
+    # the notebooks recorded the run through the CLI's code path: a full manifest, not "model: None"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["num_instructions"] == 4 and manifest["config"]["seed"] == 42
+    assert manifest["lm"]["identity"] == f"server:{nb_env['lm']['BASE_URL']}#{nb_env['lm']['MODEL']}"
+    assert set(manifest["steps"]) == {"instructions", "classification", "instances", "finetuning"}
+    usage = [manifest["steps"][s]["usage"] for s in ("instructions", "classification", "instances")]
+    assert all(u["requests"] + u["cache_hits"] > 0 for u in usage)
+    assert [i["source"] for i in manifest["invocations"]] == ["notebook"] * 4
+    assert all(i["status"] == "finished" for i in manifest["invocations"])
 
 
 def _kit_run_from_the_original(gen2, folder: Path) -> Path:
     """A run directory of the kit holding the original GPT-3 run's steps 1-3 (then step 4 by the kit)."""
-    import json
-
+    from selfinstruct_utils.analysis.datasets import original_step3_records
     from selfinstruct_utils.finetune import build_finetuning_data
     from selfinstruct_utils.records import write_jsonl
     from selfinstruct_utils.runs import RunDir
 
     run = RunDir(folder)
-    clf = [json.loads(x) for x in open(gen2 / "is_clf_or_not_davinci_template_1.jsonl")]
-    flags = {r["instruction"]: r["is_classification"].strip() == "Yes" for r in clf}
-    write_jsonl(run.file("instructions"), ({"instruction": r["instruction"]} for r in clf))
-    write_jsonl(run.file("classification"), ({"instruction": k, "is_classification": v} for k, v in flags.items()))
-    recs = [json.loads(x) for x in open(gen2 / "machine_generated_instances.jsonl")]
-    write_jsonl(run.file("instances"), ({"instruction": r["instruction"], "is_classification": flags[r["instruction"]],
-                                         "raw_instances": r["raw_instances"],
-                                         "finish_reason": r["instance_metadata"]["response"]["choices"][0]["finish_reason"]}
-                                        for r in recs))
+    recs = original_step3_records(gen2)
+    write_jsonl(run.file("instructions"), ({"instruction": r["instruction"]} for r in recs))
+    write_jsonl(run.file("classification"), ({"instruction": r["instruction"], "is_classification": r["is_classification"]}
+                                             for r in recs))
+    write_jsonl(run.file("instances"), recs)
     build_finetuning_data(run)
     return folder
+
+
+GPT3 = "gpt_3_run__original_code"
 
 
 def test_05_dataset_statistics(nb_env, gen2):
     run_dir = _kit_run_from_the_original(gen2, nb_env["root"] / "kit-run")
     out = run_notebook("05_dataset_statistics", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"], RUN_DIR=str(run_dir))
     text = out.read_text()
-    assert "paper (52K, Table 1)" in text and "this kit's run" in text
-    assert _figures(nb_env, "05_") == ["05_lengths_gpt3_run.pdf", "05_lengths_gpt3_run.png",
+    assert "paper (52K, Table 1)" in text and "this kit's run" in text and "52,445" in text
+    assert "using the small real stand-in 'GPT-3 run (original code)'" in text
+    assert _figures(nb_env, "05_") == [f"05_lengths_{GPT3}.pdf", f"05_lengths_{GPT3}.png",
                                        "05_lengths_seed_tasks.pdf", "05_lengths_seed_tasks.png"]
 
 
 def test_06_verb_noun_diversity(nb_env):
-    run_notebook("06_verb_noun_diversity", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"], MAX_INSTRUCTIONS=300)
-    assert _figures(nb_env, "06_") == ["06_verb_noun_code_alpaca_2k.pdf", "06_verb_noun_code_alpaca_2k.png",
+    out = run_notebook("06_verb_noun_diversity", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"], MAX_INSTRUCTIONS=300)
+    assert "(paper: 14% of 52,445)" in out.read_text()
+    assert _figures(nb_env, "06_") == [f"06_verb_noun_{GPT3}.pdf", f"06_verb_noun_{GPT3}.png",
                                        "06_verb_noun_seed_tasks.pdf", "06_verb_noun_seed_tasks.png"]
 
 
 def test_07_rouge_overlap_prints_the_papers_numbers(nb_env, tmp_path):
-    import json
-
     (tmp_path / "splits" / "default").mkdir(parents=True)
     (tmp_path / "tasks").mkdir()
     (tmp_path / "splits" / "default" / "test_tasks.txt").write_text("task1\n")
@@ -113,40 +122,99 @@ def test_07_rouge_overlap_prints_the_papers_numbers(nb_env, tmp_path):
     assert "user-oriented instructions: 0.34 (paper: 0.34)" in out
     assert "identical to a test instruction: 1 (paper: 1)" in out
     assert "1 SuperNI test tasks" in out
-    assert "07_seed_vs_superni.png" in _figures(nb_env, "07_")
+    assert "07_seed_vs_superni.png" in _figures(nb_env, "07_") and "07_similarity_to_seeds.png" in _figures(nb_env, "07_")
 
 
-def test_08_quality_review_with_filled_sheets(nb_env, tmp_path):
-    from selfinstruct_utils.analysis import load_dataset
-    from selfinstruct_utils.analysis.quality import QUESTIONS, sample_for_review, save_sheet
-    from selfinstruct_utils.data import generated_dir
+def test_08_quality_review_one_sheet_per_rater(nb_env, tmp_path):
+    from selfinstruct_utils.analysis.quality import QUESTIONS, load_sheet, save_sheet
 
-    data = load_dataset(generated_dir() / "maulikmadhavi__self-instruct" / "gpt3_generations2" / "finetuning_data" / "all_generated_instances.jsonl")
-    sheets = []
-    for rater, answer in (("r1", "yes"), ("r2", "no")):
-        sheet = sample_for_review(data, 20, seed=0)
-        for q in QUESTIONS:
-            sheet[q] = answer
-        sheets.append(str(save_sheet(sheet, tmp_path / f"{rater}.csv")))
-    out = run_notebook("08_quality_review", nb_env["root"], SHEET=str(tmp_path / "mine.csv"), COMPLETED_SHEETS=sheets,
-                       FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"]).read_text()
-    assert (tmp_path / "mine.csv").is_file()  # the rater's own sheet was created
-    assert "50.0" in out  # 20 yes of 40 answers per question
+    sheets = tmp_path / "review"
+    params = dict(SHEET_DIR=str(sheets), N_ITEMS=20, FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"])
+    out = run_notebook("08_quality_review", nb_env["root"], RATER="r1", **params).read_text()
+    assert "no answers yet" in out
+    first = load_sheet(sheets / "review_r1.csv")
+    for q in QUESTIONS:
+        first[q] = "yes"
+    save_sheet(first, sheets / "review_r1.csv")
+    before = (sheets / "review_r1.csv").read_bytes()
+    out = run_notebook("08_quality_review", nb_env["root"], RATER="r2", **params).read_text()
+    assert (sheets / "review_r1.csv").read_bytes() == before  # the second rater never touches the first's sheet
+    second = load_sheet(sheets / "review_r2.csv")
+    assert second.instruction.tolist() == first.instruction.tolist()  # the same items for every rater
+    for q in QUESTIONS:
+        second[q] = "no"
+    save_sheet(second, sheets / "review_r2.csv")
+    out = run_notebook("08_quality_review", nb_env["root"], RATER="r1", **params).read_text()
+    assert (sheets / "review_r1.csv").read_bytes() == before
+    assert "50.0" in out  # 20 yes of 40 answers per question: both raters' sheets were read
     assert _figures(nb_env, "08_") == ["08_quality_review.pdf", "08_quality_review.png"]
 
 
-def test_09_human_evaluation(nb_env, tmp_path):
+def test_09_human_evaluation_keeps_ratings_across_reruns(nb_env, tmp_path):
     from selfinstruct_utils.analysis import human_eval as he
     from selfinstruct_utils.data import predictions_dir, user_oriented_path
 
+    folder = tmp_path / "human_eval"
+    params = dict(SHEET_DIR=str(folder), **{k: v for k, v in nb_env["lm"].items() if k != "RUN_DIR"})
+    out = run_notebook("09_human_evaluation", nb_env["root"], RATER="r1", LM_RATER_TASKS=1, **params).read_text()
+    assert "no ratings yet" in out
+    sheet = he.load_ratings(folder / "rating_r1.csv")
+    assert len(sheet) == 8 * 252
+    sheet["rating"] = ["ABCD"[k // 2 % 4] for k in range(len(sheet))]
+    sheet.to_csv(folder / "rating_r1.csv", index=False)
     preds = he.load_predictions(predictions_dir(), user_oriented_path())
-    paths = []
-    for rater, shift in (("r1", 0), ("r2", 1)):
-        sheet, key = he.rating_sheet(preds, seed=0, tasks=list(range(5)))
-        sheet["rating"] = ["ABCD"[(k // 2 + shift * (k % 3 == 0)) % 4] for k in range(len(sheet))]
-        paths.append(str(he.save_rating_sheet(sheet, key, tmp_path, name=rater)[0]))
-    out = run_notebook("09_human_evaluation", nb_env["root"], SHEET_DIR=str(tmp_path / "mine"), LM_RATER_TASKS=1,
-                       RATINGS=paths, **{k: v for k, v in nb_env["lm"].items() if k != "RUN_DIR"}).read_text()
+    second, _ = he.open_rating_sheet(preds, folder, "r2")
+    other = he.load_ratings(second)
+    other["rating"] = ["ABCD"[(k // 2 + (k % 3 == 0)) % 4] for k in range(len(other))]
+    other.to_csv(second, index=False)
+    before = (folder / "rating_r1.csv").read_bytes()
+    out = run_notebook("09_human_evaluation", nb_env["root"], RATER="r1", LM_RATER_TASKS=0, **params).read_text()
+    assert (folder / "rating_r1.csv").read_bytes() == before  # a re-run never wipes a rater's work
     assert "kappa_4_levels" in out and "spearman_rho" in out
     assert _figures(nb_env, "09_") == ["09_ratings_automatic.pdf", "09_ratings_automatic.png", "09_ratings_human.pdf",
                                        "09_ratings_human.png", "09_rouge_by_model.pdf", "09_rouge_by_model.png"]
+
+
+def test_analysis_notebooks_run_on_only_what_download_writes(nb_env, tmp_path, monkeypatch):
+    """A data folder holding only what `selfinstruct download --what seeds` writes (no generated/ at all):
+    notebooks 04-08 run top to bottom, each saying that it falls back."""
+    from http_mirror import Mirror
+    from test_download import published_files, served
+
+    from selfinstruct_utils.download import download, files_of
+
+    folder = tmp_path / "downloaded"
+    with Mirror(served(published_files(PROJECT.parent / "shared" / "data"))) as mirror:
+        download(folder, what="seeds", mirror=mirror.url, progress=False)
+    assert sorted(p.name for p in folder.rglob("*.jsonl")) == sorted(d.path.rsplit("/", 1)[1] for d in files_of("seeds"))
+    monkeypatch.setenv("SELFINSTRUCT_DATA", str(folder))
+    figures = str(tmp_path / "figures")
+    out = run_notebook("04_filter_and_finetuning_data", tmp_path, RUN_DIR=nb_env["lm"]["RUN_DIR"], FIGURES_DIR=figures)
+    assert "the original code's GPT-3 run is not in the data folder" in out.read_text()
+    for name in ("05_dataset_statistics", "06_verb_noun_diversity", "07_rouge_overlap"):
+        text = run_notebook(name, tmp_path, DATA_DIR=str(folder), FIGURES_DIR=figures).read_text()
+        assert "neither the paper's 82K data nor a stand-in" in text, name
+    assert "no SuperNI test set in the data folder" in text
+    text = run_notebook("08_quality_review", tmp_path, SHEET_DIR=str(tmp_path / "review"), FIGURES_DIR=figures).read_text()
+    assert "neither the paper's 82K data nor a stand-in" in text
+
+
+def test_analysis_notebooks_default_to_the_papers_data_once_downloaded(tmp_path, small_registry):
+    """`selfinstruct download --what all` from a local mirror (small files in the published formats):
+    notebooks 05-07 analyse the paper's data, and 07 draws the SuperNI half of Figure 8."""
+    from http_mirror import Mirror
+    from test_download import served
+
+    from selfinstruct_utils.download import download
+
+    folder = tmp_path / "downloaded"
+    with Mirror(served(small_registry)) as mirror:
+        download(folder, what="all", mirror=mirror.url, progress=False)
+    figures = tmp_path / "figures"
+    for name in ("05_dataset_statistics", "06_verb_noun_diversity", "07_rouge_overlap"):
+        text = run_notebook(name, tmp_path, DATA_DIR=str(folder), FIGURES_DIR=str(figures)).read_text()
+        assert "Using the paper's own data: Self-Instruct 82K (paper)." in text, name
+        assert "Alpaca 52K" in text, name
+    assert "3 SuperNI test task definitions; mean ROUGE-L" in text
+    assert {"05_lengths_self_instruct_82k__paper.png", "06_verb_noun_self_instruct_82k__paper.png",
+            "07_seed_vs_superni.png"} <= {p.name for p in figures.iterdir()}

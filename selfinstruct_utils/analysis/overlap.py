@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..records import DataFormatError
+from ..records import DataFormatError, read_jsonl
 from ..rouge import RougeIndex
 
-__all__ = ["similarity_to_seeds", "seed_vs_test_overlap", "load_superni_test_tasks"]
+__all__ = ["similarity_to_seeds", "seed_vs_test_overlap", "load_superni_test_tasks", "superni_definition"]
 
 
 def similarity_to_seeds(instructions: Sequence[str], seed_instructions: Sequence[str]) -> pd.DataFrame:
@@ -45,19 +45,43 @@ def seed_vs_test_overlap(seed_instructions: Sequence[str], test_instructions: Se
     return out.rename(columns={"instruction": "seed", "most_similar_seed": "most_similar_test"})
 
 
-def load_superni_test_tasks(checkout: str | os.PathLike) -> pd.DataFrame:
-    """The SuperNI (natural-instructions) test tasks' definitions from a local checkout.
+_DEFINITION_ENDS = ("Now complete the following example", "Positive Example", "Negative Example", "Input:")
+
+
+def superni_definition(prompt: str) -> str:
+    """The task definition inside a SuperNI prompt: the text after a leading ``Definition:`` up to the
+    first example or input marker (``Now complete the following example``, ``Positive Example``,
+    ``Negative Example``, ``Input:``), else up to the first blank line; whitespace stripped."""
+    text = prompt.strip()
+    if text.startswith("Definition:"):
+        text = text[len("Definition:"):]
+    cut = min((k for k in (text.find(end) for end in _DEFINITION_ENDS) if k >= 0), default=-1)
+    if cut < 0:  # no marker: the definition is the first paragraph
+        cut = text.find("\n\n") if "\n\n" in text else len(text)
+    return text[:cut].strip()
+
+
+def load_superni_test_tasks(source: str | os.PathLike) -> pd.DataFrame:
+    """The SuperNI (natural-instructions) test tasks' definitions (paper Sec. 4.3: 119 tasks).
 
     Args:
-        checkout: root of a clone of github.com/allenai/natural-instructions, with
-            ``splits/default/test_tasks.txt`` (one task name per line) and ``tasks/<task>.json``.
+        source: either the original repository's ``superni_test_set.jsonl`` (what ``selfinstruct download
+            --what superni`` fetches: one ``prompt``/``completion`` line per instance, the definition
+            inside the prompt, see :func:`superni_definition`), or the root of a clone of
+            github.com/allenai/natural-instructions with ``splits/default/test_tasks.txt`` (one task name
+            per line) and ``tasks/<task>.json``.
     Returns:
-        Columns ``task`` and ``instruction`` (the task's ``Definition``; a list is joined with spaces),
-        in the order of ``test_tasks.txt`` (119 tasks for the paper's split).
+        Columns ``task`` (the task name; ``task_<k>`` numbered in order of first appearance for the
+        JSONL file, which does not name tasks), ``instruction`` (the definition; a list is joined with
+        spaces) and ``instances`` (instances of that definition in the JSONL file; None for a checkout).
+        One row per distinct definition, in order.
     Raises:
-        DataFormatError: a missing split file or task file, or a task without a ``Definition``.
+        DataFormatError: a missing split or task file, a task without a ``Definition``, a JSONL line
+            without ``prompt`` or with no definition (file, line and field named).
     """
-    root = Path(checkout)
+    root = Path(source)
+    if root.is_file():
+        return _superni_from_jsonl(root)
     split = root / "splits" / "default" / "test_tasks.txt"
     if not split.is_file():
         raise DataFormatError(split, None, None, "missing: is this a natural-instructions checkout?")
@@ -78,5 +102,21 @@ def load_superni_test_tasks(checkout: str | os.PathLike) -> pd.DataFrame:
             definition = " ".join(d for d in definition if isinstance(d, str))
         if not isinstance(definition, str) or not definition.strip():
             raise DataFormatError(task_file, None, "Definition", "missing or empty")
-        rows.append({"task": name, "instruction": definition.strip()})
-    return pd.DataFrame(rows, columns=["task", "instruction"])
+        rows.append({"task": name, "instruction": definition.strip(), "instances": None})
+    return pd.DataFrame(rows, columns=["task", "instruction", "instances"])
+
+
+def _superni_from_jsonl(path: Path) -> pd.DataFrame:
+    counts: dict[str, int] = {}
+    for line, obj in read_jsonl(path):
+        prompt = obj.get("prompt")
+        if not isinstance(prompt, str):
+            raise DataFormatError(path, line, "prompt", "missing or not a string")
+        definition = superni_definition(prompt)
+        if not definition:
+            raise DataFormatError(path, line, "prompt", "holds no task definition")
+        counts[definition] = counts.get(definition, 0) + 1
+    if not counts:
+        raise DataFormatError(path, None, None, "holds no records")
+    return pd.DataFrame({"task": [f"task_{k}" for k in range(1, len(counts) + 1)],
+                         "instruction": list(counts), "instances": list(counts.values())})

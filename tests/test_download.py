@@ -1,0 +1,159 @@
+"""`selfinstruct download` against a local mirror on 127.0.0.1 serving small files in the published formats
+(never the internet): every group, resume after a cut, a server without Range, a short file, 404, refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+
+import pytest
+from http_mirror import Mirror
+
+from selfinstruct_utils import data as data_mod
+from selfinstruct_utils.data import DATASETS, RAW
+from selfinstruct_utils.download import DownloadError, count_records, download, files_of
+
+PAPER_82K = "Self-Instruct 82K (paper)"
+SUPERNI_DEFINITIONS = [  # written for this test, in the SuperNI test set's prompt/completion encoding
+    ("In this task, you are given a sentence. Decide whether it is grammatical. Answer yes or no.",
+     [("The cat sat on the mat.", "yes"), ("Mat the on sat cat.", "no")]),
+    ("Given a short story, write a title for it in at most five words.",
+     [("Ann lost her key and found it in the fridge.", "The Cold Key"), ("A dog learned to swim.", "Brave Paws"),
+      ("Rain fell for a week.", "Seven Wet Days")]),
+    ("Translate the given number word into digits.", [("twelve", "12")]),
+]
+
+
+def superni_file() -> bytes:
+    lines = []
+    for definition, instances in SUPERNI_DEFINITIONS:
+        for inp, out in instances:
+            prompt = f"Definition: {definition}\n\nNow complete the following example -\nInput: {inp}\nOutput: "
+            lines.append(json.dumps({"prompt": prompt, "completion": out + "<|endoftext|>"}))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def published_files(data) -> dict[str, bytes]:
+    """Registry path -> bytes: the real seed-group files; for the big artifacts, real files of the same
+    formats from the shared data (a GPT-3 run's instances and finetuning data, Code Alpaca) and the
+    SuperNI lines above."""
+    gen2 = data / "generated/maulikmadhavi__self-instruct/gpt3_generations2/finetuning_data"
+    out = {d.path: (data / d.path).read_bytes() for d in files_of("seeds")}
+    out[DATASETS[PAPER_82K].path] = (gen2 / "all_generated_instances.jsonl").read_bytes()
+    out[DATASETS["Self-Instruct finetuning data (paper)"].path] = (gen2 / "gpt3_finetuning_data_253.jsonl").read_bytes()
+    out[DATASETS["SuperNI test set"].path] = superni_file()
+    out[DATASETS["Alpaca 52K"].path] = (data / "generated/sahil280114__codealpaca/code_alpaca_2k.json").read_bytes()
+    return out
+
+
+def served(files: dict[str, bytes]) -> dict[str, bytes]:
+    """Registry path -> bytes, as URL paths of the mirror."""
+    by_path = {d.path: d for d in DATASETS.values()}
+    return {by_path[p].url[len(RAW):]: body for p, body in files.items()}
+
+
+@pytest.fixture()
+def small_registry(monkeypatch, tmp_path, data):
+    """The registry's expected counts set to the small files' own counts (the real ones stay untested here)."""
+    files = published_files(data)
+    for name, d in list(DATASETS.items()):
+        if d.path in files and d.expected is not None:
+            tmp = tmp_path / ("count" + d.path.replace("/", "_"))
+            tmp.write_bytes(files[d.path])
+            monkeypatch.setitem(data_mod.DATASETS, name, dataclasses.replace(d, expected=count_records(tmp)))
+    return files
+
+
+def test_every_group_lands_in_the_layout_data_dir_searches(small_registry, tmp_path):
+    from selfinstruct_utils.analysis import load_dataset, load_superni_test_tasks
+    from selfinstruct_utils.cli import main
+    from selfinstruct_utils.data import find_datasets, paper_or_stand_in
+
+    dest = tmp_path / "data"
+    with Mirror(served(small_registry)) as mirror:
+        assert main(["download", "--what", "all", "--dest", str(dest), "--mirror", mirror.url]) == 0
+        requests = len(mirror.log)
+        assert main(["download", "--what", "all", "--dest", str(dest), "--mirror", mirror.url]) == 0
+        assert len(mirror.log) == requests  # a second run fetches nothing
+    assert requests == len(small_registry) == 14
+    for rel, body in small_registry.items():
+        assert (dest / rel).read_bytes() == body
+    assert not list(dest.rglob("*.part"))
+    name, path, notice = paper_or_stand_in(dest)
+    assert (name, notice) == (PAPER_82K, "Using the paper's own data: Self-Instruct 82K (paper).")
+    assert set(find_datasets(dest)) == {"seed tasks (175)", "user-oriented (252)", PAPER_82K, "Alpaca 52K"}
+    paper = load_dataset(path)
+    assert (len(paper), paper.instruction.nunique(), (paper.input == "").sum(), paper.attrs["rejections"]) == (78, 58, 47, {})
+    ft = load_dataset(dest / DATASETS["Self-Instruct finetuning data (paper)"].path)
+    assert len(ft) == 253 and ft.output.notna().all()
+    superni = load_superni_test_tasks(dest / DATASETS["SuperNI test set"].path)
+    assert superni.instruction.tolist() == [d for d, _ in SUPERNI_DEFINITIONS]
+    assert superni.instances.tolist() == [2, 3, 1]
+
+
+def test_an_interrupted_download_resumes_with_a_range_request(small_registry, tmp_path):
+    rel = DATASETS[PAPER_82K].path
+    body = small_registry[rel]
+    with Mirror(served({rel: body})) as mirror:
+        url_path = DATASETS[PAPER_82K].url[len(RAW):]
+        mirror.cut_once[url_path] = 5000
+        with pytest.raises(DownloadError, match=r"stopped after 5,000 of 21,388 bytes; run the same command again"):
+            download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+        assert not (tmp_path / rel).exists()  # nothing partial under the final name
+        assert (tmp_path / (rel + ".part")).stat().st_size == 5000
+        download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+    assert mirror.log == [(url_path, None), (url_path, "bytes=5000-")]
+    assert (tmp_path / rel).read_bytes() == body
+    assert not (tmp_path / (rel + ".part")).exists()
+
+
+def test_a_server_that_ignores_range_sends_the_whole_file_again(small_registry, tmp_path):
+    rel = DATASETS["Alpaca 52K"].path
+    body = small_registry[rel]
+    with Mirror(served({rel: body}), ranges=False) as mirror:
+        mirror.cut_once[DATASETS["Alpaca 52K"].url[len(RAW):]] = 1000
+        with pytest.raises(DownloadError, match="stopped after 1,000 of"):
+            download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+        download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+    assert (tmp_path / rel).read_bytes() == body
+
+
+def test_a_file_with_fewer_records_than_published_is_refused(small_registry, tmp_path):
+    rel = DATASETS[PAPER_82K].path
+    short = b"".join(small_registry[rel].splitlines(keepends=True)[:40])
+    with Mirror(served({rel: short})) as mirror:
+        with pytest.raises(DownloadError, match=r"holds 40 records, the published file 78: kept as .*\.part.*--no-check"):
+            download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+        assert not (tmp_path / rel).exists()
+        download(tmp_path, files=[rel], mirror=mirror.url, progress=False, check=False)  # accepted on request
+    assert (tmp_path / rel).read_bytes() == short
+    assert mirror.log[-1][1] == f"bytes={len(short)}-"  # the whole .part was kept: nothing fetched again
+
+
+def test_a_json_list_cut_short_is_not_valid(small_registry, tmp_path):
+    rel = DATASETS["Alpaca 52K"].path
+    (tmp_path / "x.json").write_bytes(small_registry[rel][:3000])
+    with pytest.raises(DownloadError, match="not valid JSON"):
+        count_records(tmp_path / "x.json")
+
+
+def test_404_and_a_refused_connection_are_clear_errors(tmp_path):
+    rel = DATASETS["seed tasks (175)"].path
+    with Mirror({}) as mirror:
+        with pytest.raises(DownloadError, match=r"could not download http://127\.0\.0\.1:\d+/yizhongw/self-instruct/"
+                                                r"main/data/seed_tasks\.jsonl: HTTP 404"):
+            download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match=r"could not download http://127\.0\.0\.1:\d+/.*refused.*copy the file by hand"):
+        download(tmp_path, files=[rel], mirror=f"http://127.0.0.1:{port}", progress=False, timeout=5)
+    assert not list(tmp_path.rglob("*.jsonl"))
+
+
+def test_groups():
+    assert [d.name for d in files_of("paper")] == [PAPER_82K, "Self-Instruct finetuning data (paper)"]
+    assert len(files_of("seeds")) == 10 and len(files_of("all")) == 14
+    with pytest.raises(ValueError, match="unknown download group"):
+        files_of("everything")
