@@ -208,11 +208,12 @@ class RougeIndex:
         self._vocab = _Vocabulary(unicode=unicode)
         self._lens = array("i")
         self._distinct: list[str] = []  # each text's distinct token codes
-        # the novelty filter's token-presence matrix (see _sync_presence), built on first use
-        self._presence = None
+        # the novelty filter's pruning state (see _sync_presence and _presence_matrices), brought up to date on use
+        self._synced = 0
+        self._df = np.zeros(0, dtype=np.int64)  # token id -> pool texts holding it
+        self._band_sizes = np.zeros(len(_BAND_LO), dtype=np.int64)  # pool texts per length band
+        self._presence = self._tail = None
         self._presence_n = 0
-        self._tail_cache = None
-        self._df = self._df_all = np.zeros(0, dtype=np.int64)
         self.add(pool)
 
     def __len__(self) -> int:
@@ -300,10 +301,12 @@ class RougeIndex:
         paper's text: keep when "less than 0.7"); they differ only at exactly the threshold.
 
         Exact pruning, for a whole call at once: with m candidate tokens, a pair can reach F1 >= t only
-        if the two texts share at least ``need = ceil(t*m/(2-t))`` tokens. Each candidate's
-        ``m - need + 1`` rarest token occurrences, counted against the pool's token-presence matrix in
-        one sparse matrix product (scipy.sparse), give ``hits``; ``LCS <= hits + need - 1`` and
-        ``LCS <= min(m, n)``. Only pairs whose bound reaches ``t*(m+n)/2`` get an exact LCS.
+        if the two texts share at least ``need = ceil(t*m/(2-t))`` tokens and the pool text's length n
+        lies in [t*m/(2-t), (2-t)*m/t]. Each candidate's ``m - need + 1`` rarest token occurrences,
+        counted against the pool's token-presence matrix (keyed by token and length band, so that only
+        bands that can pass are reached) in one sparse matrix product (scipy.sparse), give ``hits``;
+        ``LCS <= hits + need - 1`` and ``LCS <= min(m, n)``. Only pairs whose bound reaches
+        ``t*(m+n)/2`` get an exact LCS.
 
         Args:
             candidates: k instructions.
@@ -372,9 +375,12 @@ class RougeIndex:
         cols = np.concatenate(pairs_j) if pairs_j else np.zeros(0, dtype=np.int64)
         if len(rows) == 0:
             return out
-        pool_codes = self.codes
-        lcs = process.cpdist([codes[i] for i in rows.tolist()], [pool_codes[j] for j in cols.tolist()],
-                             scorer=LCSseq.similarity, dtype=np.int32, workers=1)
+        pick_pool = operator.itemgetter(*cols.tolist())(self.codes)
+        pick_cand = operator.itemgetter(*rows.tolist())(codes)
+        if len(rows) == 1:
+            pick_pool, pick_cand = [pick_pool], [pick_cand]
+        lcs = process.cpdist(pick_cand, pick_pool, scorer=LCSseq.similarity, dtype=np.int32,
+                             workers=self.workers if len(rows) >= 2048 else 1)
         f1 = _f1(lcs, m[rows].astype(np.float64), np.frombuffer(self._lens, dtype=np.int32)[cols].astype(np.float64))
         order = np.lexsort((cols, -f1, rows))  # per candidate: best F1 first, then the earliest pool text
         first = order[np.r_[True, rows[order][1:] != rows[order][:-1]]]
@@ -383,64 +389,108 @@ class RougeIndex:
         return out
 
     def _bound_survivors(self, codes: list[str], t: float) -> tuple[np.ndarray, np.ndarray]:
-        """(candidate index, pool index) of every pair whose LCS bound reaches ``t*(m+n)/2`` (see :meth:`add_novel`)."""
+        """(candidate index, pool index) of every pair whose LCS bound reaches ``t*(m+n)/2`` (see :meth:`add_novel`).
+
+        One row per (candidate, length band) that can pass: the band's shortest length ``lo`` sets the
+        fewest tokens ``alpha = ceil(t*(m+lo)/2)`` a passing pair shares, so the row holds the candidate's
+        ``m - alpha + 1`` rarest token occurrences, keyed ``token * bands + band`` so that one sparse
+        product with the pool's band-keyed presence matrix counts hits only against that band's texts.
+        """
         from scipy import sparse
 
         self._sync_presence()
+        k = len(codes)
         m = _lengths(codes).astype(np.int64)
-        need = np.maximum(1, np.ceil(t * m / (2 - t) - 1e-9)).astype(np.int64)
         tokens = np.frombuffer("".join(codes).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        owner = np.repeat(np.arange(len(codes)), m)
+        owner = np.repeat(np.arange(k), m)
         df = np.zeros(len(tokens), dtype=np.int64)
-        known = tokens < len(self._df_all)
-        df[known] = self._df_all[tokens[known]]
-        order = np.lexsort((tokens, df, owner))  # per candidate: rarest token occurrences first
-        rank = np.arange(len(order)) - np.repeat(np.cumsum(m) - m, m)
-        chosen = order[rank < (m - need + 1)[owner[order]]]
-        hits_rows, hits_cols, hits = [], [], []
-        for matrix, offset in ((self._presence, 0), (self._tail_presence(), self._presence_n)):
-            n_tokens = matrix.shape[0]
-            sel = chosen[tokens[chosen] < n_tokens]
-            counts = sparse.csr_matrix((np.ones(len(sel)), (owner[sel], tokens[sel])), shape=(len(codes), n_tokens))
-            product = (counts @ matrix).tocsr()  # hits: selected occurrences whose token the pool text holds
-            hits_rows.append(np.repeat(np.arange(len(codes)), np.diff(product.indptr)))
-            hits_cols.append(product.indices.astype(np.int64) + offset)
-            hits.append(product.data)
-        rows, cols, h = np.concatenate(hits_rows), np.concatenate(hits_cols), np.concatenate(hits)
-        n = np.frombuffer(self._lens, dtype=np.int32)[cols].astype(np.int64)
-        bound = np.minimum(np.minimum(h + need[rows] - 1, m[rows]), n)
-        keep = 2 * bound >= t * (m[rows] + n) - 1e-9
-        return rows[keep], cols[keep]
+        known = tokens < len(self._df)
+        df[known] = self._df[tokens[known]]
+        tokens = tokens[np.lexsort((tokens, df, owner))]  # per candidate: rarest token occurrences first
+        start = np.cumsum(m) - m
+        n_bands = len(_BAND_LO)
+        nearest = np.clip(m[:, None], _BAND_LO[None, :], _BAND_HI[None, :])  # where the pass margin peaks in a band
+        alpha = np.ceil(t * (m[:, None] + _BAND_LO[None, :]) / 2 - 1e-9).astype(np.int64)
+        feasible = ((2 * np.minimum(m[:, None], nearest) >= t * (m[:, None] + nearest) - 1e-9)
+                    & (alpha <= m[:, None]) & (self._band_sizes > 0)[None, :])
+        row_c, row_b = np.nonzero(feasible)
+        # every row takes the prefix the shortest passing length allows (a longer prefix leaves less slack
+        # in the bound below than the band's own, so fewer pairs reach the exact LCS)
+        need = np.maximum(1, np.ceil(t * m / (2 - t) - 1e-9)).astype(np.int64)
+        row_alpha = need[row_c]
+        row_min_hits = alpha[row_c, row_b] - row_alpha + 1  # hits + need - 1 >= the band's own alpha
+        width = m[row_c] - row_alpha + 1  # occurrences per row
+        entry_row = np.repeat(np.arange(len(row_c)), width)
+        offset = np.arange(len(entry_row)) - np.repeat(np.cumsum(width) - width, width)
+        keys = tokens[start[row_c][entry_row] + offset] * n_bands + row_b[entry_row]
+        lens = np.frombuffer(self._lens, dtype=np.int32)
+        out_c, out_j = [], []
+        for matrix, first in self._presence_matrices():
+            inside = keys < matrix.shape[0]
+            indptr = np.zeros(len(row_c) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(entry_row[inside], minlength=len(row_c)), out=indptr[1:])
+            counts = sparse.csr_matrix((np.ones(int(indptr[-1]), dtype=np.int32), keys[inside], indptr),
+                                       shape=(len(row_c), matrix.shape[0]))
+            product = counts @ matrix  # hits: a row's chosen occurrences whose token the pool text holds
+            per_row = np.diff(product.indptr)
+            likely = product.data >= np.repeat(row_min_hits, per_row)  # necessary: the band's shortest text passes
+            rows = np.repeat(np.arange(len(row_c)), per_row)[likely]
+            cand = row_c[rows]
+            cols = product.indices[likely].astype(np.int64) + first
+            n = lens[cols]
+            bound = np.minimum(np.minimum(product.data[likely] + row_alpha[rows] - 1, m[cand]), n)
+            keep = 2 * bound >= t * (m[cand] + n) - 1e-9
+            out_c.append(cand[keep])
+            out_j.append(cols[keep])
+        return np.concatenate(out_c), np.concatenate(out_j)
 
-    _TAIL = 1024  # pool texts kept out of the big presence matrix until it is rebuilt
+    _TAIL = 2048  # pool texts kept out of the big presence matrix until it is rebuilt
 
     def _sync_presence(self) -> None:
-        """Keep the token-presence matrix (tokens x pool texts, CSR) and document frequencies current:
-        texts added since the last rebuild form a small tail; the big matrix is rebuilt when the tail
-        exceeds :attr:`_TAIL` texts (so each text is re-indexed only a few times)."""
+        """Bring the token document frequencies and band sizes up to date with the texts added since."""
+        if self._synced == len(self.codes):
+            return
+        tokens = np.frombuffer("".join(self._distinct[self._synced :]).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        if len(tokens) and tokens.max() >= len(self._df):
+            grown = np.zeros(int(tokens.max()) + 1, dtype=np.int64)
+            grown[: len(self._df)] = self._df
+            self._df = grown
+        np.add.at(self._df, tokens, 1)
+        self._band_sizes += np.bincount(_band_of(np.frombuffer(self._lens, dtype=np.int32)[self._synced :]),
+                                        minlength=len(_BAND_LO))
+        self._synced = len(self.codes)
+
+    def _presence_matrices(self):
+        """[(matrix, index of its first pool text)]: the big band-keyed presence matrix and the tail of texts
+        added since it was built (rebuilt when the tail exceeds :attr:`_TAIL` texts)."""
         if self._presence is None or len(self.codes) - self._presence_n > self._TAIL:
             self._presence_n = len(self.codes)
             self._presence = self._presence_matrix(0, self._presence_n)
-            self._df = np.asarray(self._presence.sum(axis=1)).ravel().astype(np.int64)
-        tail = self._tail_presence()
-        if tail.shape[1]:
-            df = np.zeros(max(len(self._df), tail.shape[0]), dtype=np.int64)
-            df[: len(self._df)] = self._df
-            df[: tail.shape[0]] += np.asarray(tail.sum(axis=1)).ravel().astype(np.int64)
-            self._df_all = df
-        else:
-            self._df_all = self._df
-
-    def _tail_presence(self):
-        if self._tail_cache is None or self._tail_cache[0] != len(self.codes) or self._tail_cache[1] != self._presence_n:
-            self._tail_cache = (len(self.codes), self._presence_n, self._presence_matrix(self._presence_n, len(self.codes)))
-        return self._tail_cache[2]
+            self._tail = None
+        out = [(self._presence, 0)]
+        if len(self.codes) > self._presence_n:
+            if self._tail is None or self._tail[0] != len(self.codes):
+                self._tail = (len(self.codes), self._presence_matrix(self._presence_n, len(self.codes)))
+            out.append((self._tail[1], self._presence_n))
+        return out
 
     def _presence_matrix(self, lo: int, hi: int):
+        """Pool texts lo..hi-1 as a CSR matrix: row ``token * bands + band of the text``, one column per text."""
         from scipy import sparse
 
         distinct = self._distinct[lo:hi]
         tokens = np.frombuffer("".join(distinct).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         items = np.repeat(np.arange(hi - lo), [len(d) for d in distinct])
-        n_tokens = int(tokens.max()) + 1 if len(tokens) else 1
-        return sparse.csr_matrix((np.ones(len(tokens), dtype=np.float64), (tokens, items)), shape=(n_tokens, hi - lo))
+        bands = _band_of(np.frombuffer(self._lens, dtype=np.int32)[lo:hi])
+        keys = tokens * len(_BAND_LO) + bands[items]
+        n_keys = int(keys.max()) + 1 if len(keys) else 1
+        return sparse.csr_matrix((np.ones(len(keys), dtype=np.int32), (keys, items)), shape=(n_keys, hi - lo))
+
+
+#: The pool's length bands (tokens): [lo, hi], one per length up to 8, then each about 25% wider.
+_BAND_LO = np.array(sorted(set(range(9)) | {int(8 * 1.25 ** k) for k in range(1, 40)}), dtype=np.int64)
+_BAND_HI = np.append(_BAND_LO[1:] - 1, 1 << 30)
+
+
+def _band_of(lengths: np.ndarray) -> np.ndarray:
+    return np.searchsorted(_BAND_LO, lengths, side="right") - 1

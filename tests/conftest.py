@@ -74,3 +74,11 @@ def pytest_sessionfinish(session, exitstatus):
                                  capture_output=True, text=True).stdout
         print(f"\nERROR: the test suite changed tracked files:\n{changed}")
         session.exitstatus = 1
+
+
+@pytest.fixture()
+def small_registry(monkeypatch, tmp_path, data):
+    """Small files in the published formats for download tests; the registry expects their counts."""
+    from http_mirror import set_small_registry
+
+    return set_small_registry(monkeypatch, tmp_path, data)

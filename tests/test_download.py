@@ -3,66 +3,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import socket
 
 import pytest
-from http_mirror import Mirror
+from http_mirror import SUPERNI_DEFINITIONS, Mirror, served
 
-from selfinstruct_utils import data as data_mod
 from selfinstruct_utils.data import DATASETS, RAW
 from selfinstruct_utils.download import DownloadError, count_records, download, files_of
 
 PAPER_82K = "Self-Instruct 82K (paper)"
-SUPERNI_DEFINITIONS = [  # written for this test, in the SuperNI test set's prompt/completion encoding
-    ("In this task, you are given a sentence. Decide whether it is grammatical. Answer yes or no.",
-     [("The cat sat on the mat.", "yes"), ("Mat the on sat cat.", "no")]),
-    ("Given a short story, write a title for it in at most five words.",
-     [("Ann lost her key and found it in the fridge.", "The Cold Key"), ("A dog learned to swim.", "Brave Paws"),
-      ("Rain fell for a week.", "Seven Wet Days")]),
-    ("Translate the given number word into digits.", [("twelve", "12")]),
-]
-
-
-def superni_file() -> bytes:
-    lines = []
-    for definition, instances in SUPERNI_DEFINITIONS:
-        for inp, out in instances:
-            prompt = f"Definition: {definition}\n\nNow complete the following example -\nInput: {inp}\nOutput: "
-            lines.append(json.dumps({"prompt": prompt, "completion": out + "<|endoftext|>"}))
-    return ("\n".join(lines) + "\n").encode()
-
-
-def published_files(data) -> dict[str, bytes]:
-    """Registry path -> bytes: the real seed-group files; for the big artifacts, real files of the same
-    formats from the shared data (a GPT-3 run's instances and finetuning data, Code Alpaca) and the
-    SuperNI lines above."""
-    gen2 = data / "generated/maulikmadhavi__self-instruct/gpt3_generations2/finetuning_data"
-    out = {d.path: (data / d.path).read_bytes() for d in files_of("seeds")}
-    out[DATASETS[PAPER_82K].path] = (gen2 / "all_generated_instances.jsonl").read_bytes()
-    out[DATASETS["Self-Instruct finetuning data (paper)"].path] = (gen2 / "gpt3_finetuning_data_253.jsonl").read_bytes()
-    out[DATASETS["SuperNI test set"].path] = superni_file()
-    out[DATASETS["Alpaca 52K"].path] = (data / "generated/sahil280114__codealpaca/code_alpaca_2k.json").read_bytes()
-    return out
-
-
-def served(files: dict[str, bytes]) -> dict[str, bytes]:
-    """Registry path -> bytes, as URL paths of the mirror."""
-    by_path = {d.path: d for d in DATASETS.values()}
-    return {by_path[p].url[len(RAW):]: body for p, body in files.items()}
-
-
-@pytest.fixture()
-def small_registry(monkeypatch, tmp_path, data):
-    """The registry's expected counts set to the small files' own counts (the real ones stay untested here)."""
-    files = published_files(data)
-    for name, d in list(DATASETS.items()):
-        if d.path in files and d.expected is not None:
-            tmp = tmp_path / ("count" + d.path.replace("/", "_"))
-            tmp.write_bytes(files[d.path])
-            monkeypatch.setitem(data_mod.DATASETS, name, dataclasses.replace(d, expected=count_records(tmp)))
-    return files
 
 
 def test_every_group_lands_in_the_layout_data_dir_searches(small_registry, tmp_path):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from conftest import PROJECT
-from test_download import small_registry  # noqa: F401  (a fixture)
 
 NOTEBOOKS = PROJECT / "notebooks"
 pytestmark = pytest.mark.notebook
@@ -121,7 +120,7 @@ def test_07_rouge_overlap_prints_the_papers_numbers(nb_env, tmp_path):
                        SUPERNI_CHECKOUT=str(tmp_path)).read_text()
     assert "user-oriented instructions: 0.34 (paper: 0.34)" in out
     assert "identical to a test instruction: 1 (paper: 1)" in out
-    assert "1 SuperNI test tasks" in out
+    assert "1 SuperNI test task definitions; mean ROUGE-L" in out
     assert "07_seed_vs_superni.png" in _figures(nb_env, "07_") and "07_similarity_to_seeds.png" in _figures(nb_env, "07_")
 
 
@@ -178,8 +177,7 @@ def test_09_human_evaluation_keeps_ratings_across_reruns(nb_env, tmp_path):
 def test_analysis_notebooks_run_on_only_what_download_writes(nb_env, tmp_path, monkeypatch):
     """A data folder holding only what `selfinstruct download --what seeds` writes (no generated/ at all):
     notebooks 04-08 run top to bottom, each saying that it falls back."""
-    from http_mirror import Mirror
-    from test_download import published_files, served
+    from http_mirror import Mirror, published_files, served
 
     from selfinstruct_utils.download import download, files_of
 
@@ -202,8 +200,7 @@ def test_analysis_notebooks_run_on_only_what_download_writes(nb_env, tmp_path, m
 def test_analysis_notebooks_default_to_the_papers_data_once_downloaded(tmp_path, small_registry):
     """`selfinstruct download --what all` from a local mirror (small files in the published formats):
     notebooks 05-07 analyse the paper's data, and 07 draws the SuperNI half of Figure 8."""
-    from http_mirror import Mirror
-    from test_download import served
+    from http_mirror import Mirror, served
 
     from selfinstruct_utils.download import download
 
