@@ -11,7 +11,7 @@ export MPLBACKEND := Agg
 DEMO_EXTRAS := embedded
 ALL_EXTRAS  := embedded,notebooks,benepar,train,dev
 
-.PHONY: install install-demo demo test test-fast lint style bench figures seeds lab clean
+.PHONY: install install-demo demo test test-fast lint style bench figures seeds paper-data lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,9 +58,13 @@ figures: install
 	    -p SHEET_DIR $(CURDIR)/runs/figures-notebooks/human_eval $$nb.ipynb ../runs/figures-notebooks/$$nb.ipynb || exit 1; \
 	done
 
-## The paper's published data, for machines without ../shared/data (needs internet).
+## The paper's published data, for machines without ../shared/data (needs internet): the seed tasks,
+## the user-oriented set and predictions; or everything (82K instances, finetuning data, SuperNI, Alpaca).
 seeds: install-demo
 	$(BIN)/selfinstruct download
+
+paper-data: install-demo
+	$(BIN)/selfinstruct download --what all
 
 lab: install
 	$(BIN)/jupyter lab notebooks/
