@@ -154,14 +154,18 @@ def test_09_human_evaluation_keeps_ratings_across_reruns(nb_env, tmp_path):
     from selfinstruct_utils.data import predictions_dir, user_oriented_path
 
     folder = tmp_path / "human_eval"
-    params = dict(SHEET_DIR=str(folder), **{k: v for k, v in nb_env["lm"].items() if k != "RUN_DIR"})
+    kit = tmp_path / "kit_predictions"  # a model of the kit's own, on task 0 only (as notebook 10 writes them)
+    kit.mkdir()
+    first = json.loads((predictions_dir() / "davinci_predictions.jsonl").open().readline())
+    (kit / "kit-lora_predictions.jsonl").write_text(json.dumps({**first, "id": "user_oriented_task_0"}) + "\n")
+    params = dict(SHEET_DIR=str(folder), KIT_PREDICTIONS=str(kit), **{k: v for k, v in nb_env["lm"].items() if k != "RUN_DIR"})
     out = run_notebook("09_human_evaluation", nb_env["root"], RATER="r1", LM_RATER_TASKS=1, **params).read_text()
-    assert "no ratings yet" in out
+    assert "no ratings yet" in out and f"with the kit's own models from {kit}" in out
     sheet = he.load_ratings(folder / "rating_r1.csv")
-    assert len(sheet) == 8 * 252
+    assert len(sheet) == 8 * 252 + 1
     sheet["rating"] = ["ABCD"[k // 2 % 4] for k in range(len(sheet))]
     sheet.to_csv(folder / "rating_r1.csv", index=False)
-    preds = he.load_predictions(predictions_dir(), user_oriented_path())
+    preds = he.load_predictions([predictions_dir(), kit], user_oriented_path())
     second, _ = he.open_rating_sheet(preds, folder, "r2")
     other = he.load_ratings(second)
     other["rating"] = ["ABCD"[(k // 2 + (k % 3 == 0)) % 4] for k in range(len(other))]
@@ -169,7 +173,7 @@ def test_09_human_evaluation_keeps_ratings_across_reruns(nb_env, tmp_path):
     before = (folder / "rating_r1.csv").read_bytes()
     out = run_notebook("09_human_evaluation", nb_env["root"], RATER="r1", LM_RATER_TASKS=0, **params).read_text()
     assert (folder / "rating_r1.csv").read_bytes() == before  # a re-run never wipes a rater's work
-    assert "kappa_4_levels" in out and "spearman_rho" in out
+    assert "kappa_4_levels" in out and "spearman_rho" in out and "kit-lora" in out
     assert _figures(nb_env, "09_") == ["09_ratings_automatic.pdf", "09_ratings_automatic.png", "09_ratings_human.pdf",
                                        "09_ratings_human.png", "09_rouge_by_model.pdf", "09_rouge_by_model.png"]
 
@@ -212,6 +216,29 @@ def test_analysis_notebooks_default_to_the_papers_data_once_downloaded(tmp_path,
         text = run_notebook(name, tmp_path, DATA_DIR=str(folder), FIGURES_DIR=str(figures)).read_text()
         assert "Using the paper's own data: Self-Instruct 82K (paper)." in text, name
         assert "Alpaca 52K" in text, name
+        if name.startswith("06"):  # the kit's figure beside the paper's, with the difference and why
+            assert "have a verb-noun pair; the paper: 26,559 of 52,445 (50.6%), a difference of" in text
+            assert "the paper parsed with the Berkeley Neural Parser" in text
     assert "3 SuperNI test task definitions; mean ROUGE-L" in text
     assert {"05_lengths_self_instruct_82k__paper.png", "06_verb_noun_self_instruct_82k__paper.png",
             "07_seed_vs_superni.png"} <= {p.name for p in figures.iterdir()}
+
+
+@pytest.mark.train
+def test_10_instruction_tuning_closes_the_loop(tmp_path):
+    pytest.importorskip("trl")
+    from selfinstruct_utils.analysis.human_eval import load_predictions
+    from selfinstruct_utils.data import predictions_dir
+
+    figures = tmp_path / "figures"
+    out = run_notebook("10_instruction_tuning", tmp_path, OUT_DIR=str(tmp_path / "tuning"), FIGURES_DIR=str(figures),
+                       LIMIT=8, MAX_STEPS=2, BATCH_SIZE=4, MAX_LENGTH=96, EVAL_TASKS=2, MAX_NEW_TOKENS=8,
+                       CURVE_FRACTIONS=[0, 1], CURVE_LIMIT=4, SUPERNI_TASKS=1).read_text()
+    assert "already instruction-tuned" in out and "2 steps" in out and "loss on the tuning examples' completions" in out
+    preds = load_predictions([predictions_dir(), tmp_path / "tuning" / "predictions"])
+    assert set(preds.model) >= {"smollm2-135m-untuned", "smollm2-135m-lora", "davinci"}
+    assert (preds[preds.model == "smollm2-135m-lora"].task.tolist()) == [0, 1]
+    curve = (tmp_path / "tuning" / "curve" / "curve.csv").read_text().splitlines()
+    assert curve[0].startswith("fraction,instructions,examples,steps") and len(curve) == 3
+    assert sorted(p.name for p in figures.glob("10_*.png")) == ["10_data_size_curve.png", "10_loss_curve.png",
+                                                                "10_rouge_by_model.png"]
