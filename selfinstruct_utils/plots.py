@@ -28,6 +28,8 @@ __all__ = [
     "rating_distribution",
     "quality_bars",
     "score_boxplot",
+    "loss_curve",
+    "data_size_curve",
 ]
 
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
@@ -236,4 +238,52 @@ def score_boxplot(table, *, x: str, y: str, title: str, xlabel: str, name: str |
     sns.boxplot(data=table, y=y, x=x, order=order, ax=ax, color=sns.color_palette()[0])
     ax.set_xlabel(xlabel)
     ax.set_title(title)
+    return _finish(fig, name, figures_dir)
+
+
+def loss_curve(losses, *, title: str = "Training loss (completion tokens)", name: str | None = None,
+               figures_dir: str | os.PathLike | None = None):
+    """Training loss per optimizer step, with a rolling mean when there are many steps.
+
+    Args:
+        losses: a DataFrame with ``step`` and ``loss`` (e.g. :meth:`selfinstruct_utils.tune.TuneResult.losses`).
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(losses["step"], losses["loss"], marker="o" if len(losses) <= 40 else None, lw=1, alpha=0.6, label="per step")
+    if len(losses) >= 20:
+        window = max(5, len(losses) // 20)
+        ax.plot(losses["step"], losses["loss"].rolling(window, min_periods=1).mean(), lw=2, label=f"mean of {window}")
+        ax.legend()
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats per token)")
+    ax.set_title(title)
+    return _finish(fig, name, figures_dir)
+
+
+def data_size_curve(curve, *, title: str = "Instruction tuning: response quality vs. data size (paper Figure 7)",
+                    ylabel: str = "ROUGE-L F1 vs. reference (user-oriented tasks)", name: str | None = None,
+                    figures_dir: str | os.PathLike | None = None):
+    """Paper Figure 7's layout: score against the number of instructions tuned on (log scale), with the
+    bootstrap interval; the untuned base model is drawn as a dashed line.
+
+    Args:
+        curve: from :func:`selfinstruct_utils.evaluate.data_size_curve` (``instructions``, ``rougeL``,
+            ``low``, ``high``).
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    tuned = curve[curve["instructions"] > 0]
+    base = curve[curve["instructions"] == 0]
+    if len(tuned):
+        err = np.vstack([tuned["rougeL"] - tuned["low"], tuned["high"] - tuned["rougeL"]])
+        ax.errorbar(tuned["instructions"], tuned["rougeL"], yerr=err, marker="o", capsize=3, label="tuned with LoRA")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(tuned["instructions"], [str(n) for n in tuned["instructions"]])
+    if len(base):
+        b = base.iloc[0]
+        ax.axhline(b["rougeL"], ls="--", color="gray", label="untuned base model")
+        ax.axhspan(b["low"], b["high"], color="gray", alpha=0.12)
+    ax.set_xlabel("instructions tuned on")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     return _finish(fig, name, figures_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,23 +55,32 @@ ACCEPTABLE = ("A", "B")
 PAPER_AGREEMENT = {"kappa_4_levels": 0.58, "kappa_acceptable": 0.75, "spearman_rho": 0.81}
 
 
-def load_predictions(folder: str | os.PathLike, tasks_path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """All ``<model>_predictions.jsonl`` files of a folder, in one long table.
+def load_predictions(folder: str | os.PathLike | Sequence[str | os.PathLike], tasks_path: str | os.PathLike | None = None,
+                     *, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """All ``<model>_predictions.jsonl`` files of one or more folders, in one long table.
+
+    A published file holds the 252 tasks in file order; a file whose records carry an ``id`` (what
+    :func:`selfinstruct_utils.evaluate.evaluate_user_oriented` writes) may hold any subset of them.
 
     Args:
-        folder: the predictions folder (e.g. :func:`selfinstruct_utils.data.predictions_dir`).
+        folder: the predictions folder (e.g. :func:`selfinstruct_utils.data.predictions_dir`), or a list
+            of folders (e.g. the published predictions and a folder of the kit's own).
         tasks_path: the user-oriented task file, to attach task ids (files are in its order).
+        models: only these models (file name stems).
     Returns:
         Columns ``task`` (0-based index), ``task_id``, ``model``, ``instruction``, ``input``,
         ``target``, ``response``.
     Raises:
-        DataFormatError: a file without ``*_predictions.jsonl`` files, a missing field, or files whose
-            lengths differ.
+        DataFormatError: a folder without ``*_predictions.jsonl`` files, a missing field, an unknown task
+            ``id``, or files without ids whose lengths differ.
     """
-    folder = Path(folder)
-    files = sorted(folder.glob("*_predictions.jsonl"))
+    folders = [Path(folder)] if isinstance(folder, str | os.PathLike) else [Path(f) for f in folder]
+    files = [f for d in folders for f in sorted(d.glob("*_predictions.jsonl"))]
+    if models is not None:
+        files = [f for f in files if f.name[: -len("_predictions.jsonl")] in set(models)]
     if not files:
-        raise DataFormatError(folder, None, None, "holds no *_predictions.jsonl files")
+        where = ", ".join(map(str, folders))
+        raise DataFormatError(where, None, None, "holds no *_predictions.jsonl files" + (f" of {list(models)}" if models else ""))
     ids = None
     if tasks_path is not None:
         ids = [o.get("id") for _, o in read_jsonl(tasks_path)]
@@ -78,22 +88,37 @@ def load_predictions(folder: str | os.PathLike, tasks_path: str | os.PathLike | 
     n = None
     for f in files:
         model = f.name[: -len("_predictions.jsonl")]
-        rows = []
+        rows, has_ids = [], False
         for line, o in read_jsonl(f):
             for key in ("instruction", "response"):
                 if not isinstance(o.get(key), str):
                     raise DataFormatError(f, line, key, "missing or not a string")
-            rows.append({"model": model, "instruction": o["instruction"].strip(), "input": (o.get("input") or "").strip(),
-                         "target": (o.get("target") or "").strip(), "response": o["response"].strip()})
-        if n is not None and len(rows) != n:
-            raise DataFormatError(f, None, None, f"has {len(rows)} predictions, other files {n}")
-        n = len(rows)
-        df = pd.DataFrame(rows)
-        df.insert(0, "task", range(len(df)))
-        frames.append(df)
+            task = len(rows)
+            if isinstance(o.get("id"), str):
+                has_ids = True
+                task = _task_index(o["id"], ids, f, line)
+            rows.append({"task": task, "model": model, "instruction": o["instruction"].strip(),
+                         "input": (o.get("input") or "").strip(), "target": (o.get("target") or "").strip(),
+                         "response": o["response"].strip()})
+        if not has_ids:
+            if n is not None and len(rows) != n:
+                raise DataFormatError(f, None, None, f"has {len(rows)} predictions, other files {n}")
+            n = len(rows)
+        frames.append(pd.DataFrame(rows, columns=["task", "model", "instruction", "input", "target", "response"]))
     out = pd.concat(frames, ignore_index=True)
-    out.insert(1, "task_id", [ids[t] if ids and t < len(ids) else f"task_{t}" for t in out["task"]])
+    out.insert(1, "task_id", [ids[t] if ids and t < len(ids) else f"user_oriented_task_{t}" for t in out["task"]])
     return out
+
+
+def _task_index(task_id: str, ids: list | None, path: Path, line: int) -> int:
+    if ids is not None:
+        if task_id not in ids:
+            raise DataFormatError(path, line, "id", f"{task_id!r} is not a task of the evaluation set")
+        return ids.index(task_id)
+    m = re.search(r"(\d+)$", task_id)
+    if m is None:
+        raise DataFormatError(path, line, "id", f"{task_id!r} names no task number")
+    return int(m.group(1))
 
 
 def rating_sheet(predictions: pd.DataFrame, *, seed: int = 0, tasks: list[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,0 +1,264 @@
+"""Step 5: instruction tuning with LoRA and evaluation on the user-oriented tasks (paper Sec. 4).
+
+The fast tests check the evaluation's data handling on the published files; the ``train`` tests tune the
+offline default model (the embedded GGUF, de-quantized) on 16 real finetuning examples for a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfinstruct_utils.analysis.human_eval import load_predictions, rating_sheet
+from selfinstruct_utils.data import DATASETS, predictions_dir, user_oriented_path
+from selfinstruct_utils.evaluate import (
+    evaluation_prompt,
+    rouge_summary,
+    superni_examples,
+    user_oriented_tasks,
+)
+from selfinstruct_utils.records import DataFormatError
+from selfinstruct_utils.rouge import paired
+from selfinstruct_utils.runs import ConfigChangedError
+
+
+def finetuning_file(data: Path) -> Path:
+    """The paper's finetuning data when downloaded, else a real GPT-3 run's finetuning file (same format)."""
+    paper = data / DATASETS["Self-Instruct finetuning data (paper)"].path
+    if paper.is_file():
+        return paper
+    return data / "generated/maulikmadhavi__self-instruct/gpt3_generations2/finetuning_data/gpt3_finetuning_data_253.jsonl"
+
+
+# --- evaluation data, no model ------------------------------------------------------------------------------
+
+
+def test_evaluation_prompt_reproduces_every_published_prompt(data):
+    tasks = user_oriented_tasks(user_oriented_path(data))
+    assert len(tasks) == 252 and (tasks["input"] == "").sum() == 44
+    for path in sorted(predictions_dir(data).glob("*_predictions.jsonl")):
+        published = [json.loads(line)["prompt"] for line in path.open(encoding="utf-8")]
+        assert tasks["prompt"].tolist() == published, path.name
+
+
+def test_evaluation_prompt_format():
+    assert evaluation_prompt(" Fix the grammar. ", " me and him went ") == "Fix the grammar.\n\nInput: me and him went\nOutput:"
+    assert evaluation_prompt("Tell a joke.\n", "  ") == "Tell a joke.\nOutput:"
+
+
+def test_user_oriented_tasks_selects_by_index_or_count(data):
+    path = user_oriented_path(data)
+    assert user_oriented_tasks(path, 3)["id"].tolist() == [f"user_oriented_task_{k}" for k in range(3)]
+    picked = user_oriented_tasks(path, [5, 200])
+    assert picked["task"].tolist() == [5, 200]
+    assert picked["prompt"].iloc[0].endswith("greatly appreciated.\nOutput:")  # task 5 has no input
+
+
+def _kit_file(folder: Path, data: Path, tasks: list[int], name: str = "kit-model") -> Path:
+    rows = user_oriented_tasks(user_oriented_path(data), tasks).set_index("task").loc[tasks].reset_index()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_predictions.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for r in rows.itertuples():
+            fh.write(json.dumps({"id": r.id, "prompt": r.prompt, "instruction": r.instruction, "input": r.input,
+                                 "target": r.target, "response": r.target if r.task == tasks[0] else "no idea"}) + "\n")
+    return path
+
+
+def test_a_kit_file_of_a_few_tasks_loads_beside_the_published_models(tmp_path, data):
+    _kit_file(tmp_path, data, [7, 3, 100])
+    both = load_predictions([predictions_dir(data), tmp_path], user_oriented_path(data))
+    kit = both[both.model == "kit-model"]
+    assert kit["task"].tolist() == [7, 3, 100]  # placed by id, not by line
+    assert kit["task_id"].tolist() == ["user_oriented_task_7", "user_oriented_task_3", "user_oriented_task_100"]
+    published = both[(both.model == "davinci") & both.task.isin([7, 3, 100])].set_index("task")
+    assert (kit.set_index("task")["instruction"] == published.loc[[7, 3, 100], "instruction"]).all()
+    assert both.model.nunique() == 9 and len(both) == 8 * 252 + 3
+    sheet, key = rating_sheet(both, seed=1, tasks=[3])
+    assert len(sheet) == 9 and "kit-model" in set(key.model)
+
+
+def test_an_unknown_task_id_is_an_error_naming_file_and_line(tmp_path, data):
+    path = _kit_file(tmp_path, data, [0, 1])
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace("user_oriented_task_1", "user_oriented_task_999")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"kit-model_predictions.jsonl:2.*'id'.*user_oriented_task_999"):
+        load_predictions(tmp_path, user_oriented_path(data))
+
+
+def test_rouge_summary_compares_models_on_their_common_tasks(tmp_path, data):
+    _kit_file(tmp_path, data, [10, 11, 12, 13])
+    both = load_predictions([predictions_dir(data), tmp_path], user_oriented_path(data))
+    table = rouge_summary(both).set_index("model")
+    assert (table["tasks"] == 4).all()
+    davinci = both[(both.model == "davinci") & both.task.isin([10, 11, 12, 13])]
+    assert table.loc["davinci", "rougeL"] == sum(paired(davinci.target.tolist(), davinci.response.tolist())) / 4
+    # the kit file answers task 10 with its target, the rest with "no idea"
+    kit = both[both.model == "kit-model"]
+    expected = (1.0 + sum(paired(kit.target.tolist()[1:], ["no idea"] * 3))) / 4
+    assert table.loc["kit-model", "rougeL"] == pytest.approx(expected, abs=1e-15)
+    assert table.loc["kit-model", "low"] <= table.loc["kit-model", "rougeL"] <= table.loc["kit-model", "high"]
+    full = rouge_summary(both[both.model != "kit-model"]).set_index("model")
+    assert (full["tasks"] == 252).all()
+    assert full.loc["text-davinci-003", "rougeL"] > full.loc["davinci", "rougeL"]
+
+
+def test_superni_examples_group_instances_by_definition(tmp_path):
+    from tests.http_mirror import SUPERNI_DEFINITIONS, superni_file
+
+    path = tmp_path / "superni_test_set.jsonl"
+    path.write_bytes(superni_file())
+    df = superni_examples(path, tasks=2, per_task=2)
+    assert df["task"].tolist() == ["task_1", "task_1", "task_2", "task_2"]
+    assert df["definition"].iloc[2] == SUPERNI_DEFINITIONS[1][0]
+    assert df["target"].tolist() == ["yes", "no", "The Cold Key", "Brave Paws"]  # end-of-text marker removed
+    assert len(superni_examples(path, tasks=None, per_task=10)) == 6
+
+
+def test_training_records_are_seeded_and_nest_by_instruction(data):
+    from selfinstruct_utils.tune import training_records
+
+    src = finetuning_file(data)
+    a = training_records(src, limit=40, seed=3)
+    assert a == training_records(src, limit=40, seed=3) and a != training_records(src, limit=40, seed=4)
+    assert len(a) == 40 and all(r["completion"] and "<|endoftext|>" not in r["completion"] for r in a)
+    order = list(dict.fromkeys(r["instruction"] for r in a))
+    few = training_records(src, limit=40, seed=3, instructions=5)
+    assert {r["instruction"] for r in few} == set(order[:5])
+    assert few == [r for r in a if r["instruction"] in set(order[:5])]
+
+
+# --- tuning the offline default model (torch) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, data):
+    """A LoRA run on 16 real finetuning examples, interrupted after step 2 and resumed to step 4."""
+    pytest.importorskip("trl")
+    from transformers import TrainerCallback
+
+    from selfinstruct_utils.tune import TuneConfig, load_base, training_records, tune
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:
+                control.should_training_stop = True
+
+    records = training_records(finetuning_file(data), limit=16, seed=0)
+    base = load_base(device="cpu")
+    from selfinstruct_utils.tune import completion_loss
+
+    before = completion_loss(base.model, base.tokenizer, records, max_length=128)
+    config = TuneConfig(max_steps=4, batch_size=4, learning_rate=2e-3, save_steps=2, max_length=128, seed=0)
+    out = tmp_path_factory.mktemp("tune") / "run"
+    first = tune(records, out, config=config, device="cpu", progress=False, callbacks=[StopAt()])
+    second = tune(records, out, config=config, device="cpu", progress=False)
+    return {"records": records, "before": before, "first": first, "second": second, "config": config, "out": out}
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_tuning_lowers_the_loss_on_its_examples(tuned):
+    from selfinstruct_utils.tune import completion_loss
+
+    after = completion_loss(tuned["second"].model, tuned["second"].tokenizer, tuned["records"], max_length=128)
+    assert after < tuned["before"] - 0.05, (tuned["before"], after)
+    losses = tuned["second"].losses()
+    assert losses["step"].tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_resuming_continues_the_step_count_and_the_manifest_adds_up(tuned):
+    first, second = tuned["first"].manifest, tuned["second"].manifest
+    assert first["steps"] == 2 and not first["complete"]
+    assert second["steps"] == 4 and second["complete"]
+    inv = second["invocations"]
+    assert [(i["resumed_from"], i["from_step"], i["to_step"]) for i in inv] == [(None, 0, 2), ("checkpoint-2", 2, 4)]
+    assert second["totals"]["seconds"] == pytest.approx(sum(i["seconds"] for i in inv), abs=0.02)
+    assert second["totals"]["tokens"] == inv[-1]["tokens_seen_total"] > inv[0]["tokens_seen_total"] > 0
+    assert second["base"]["id"].startswith("gguf-sha256:") and second["base"]["parameters"] == 134_515_008
+    assert second["data"]["examples"] == 16 and second["config"]["learning_rate"] == 2e-3
+    on_disk = json.loads((tuned["out"] / "manifest.json").read_text(encoding="utf-8"))
+    assert on_disk["steps"] == 4 and len(on_disk["invocations"]) == 2
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_a_complete_run_is_not_trained_again_and_a_changed_config_is_refused(tuned):
+    from dataclasses import replace
+
+    from selfinstruct_utils.tune import tune
+
+    again = tune(tuned["records"], tuned["out"], config=tuned["config"], device="cpu", progress=False)
+    assert again.model is None and len(again.manifest["invocations"]) == 2
+    with pytest.raises(ConfigChangedError, match=r"config\.learning_rate: 0\.002 -> 0\.001"):
+        tune(tuned["records"], tuned["out"], config=replace(tuned["config"], learning_rate=1e-3), device="cpu")
+    with pytest.raises(ConfigChangedError, match=r"data: 'sha256:"):
+        tune(tuned["records"][:8], tuned["out"], config=tuned["config"], device="cpu")
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_the_saved_adapter_reloads_to_the_same_outputs(tuned):
+    import torch
+
+    from selfinstruct_utils.evaluate import generate
+    from selfinstruct_utils.tune import load_tuned
+
+    trained = tuned["second"]
+    reloaded = load_tuned(tuned["out"], device="cpu")
+    assert reloaded.identity["tuning"]["steps"] == 4
+    prompts = [r["prompt"] for r in tuned["records"][:3]]
+    enc = trained.tokenizer(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a = trained.model(**enc).logits
+        b = reloaded.model(**enc).logits
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    out_a, _ = generate(trained.model, trained.tokenizer, prompts, max_new_tokens=12, progress=False)
+    out_b, stats = generate(reloaded.model, reloaded.tokenizer, prompts, max_new_tokens=12, progress=False)
+    assert out_a == out_b and 0 < stats.new_tokens <= 36
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_evaluation_writes_predictions_the_human_eval_views_read(tuned, tmp_path, data):
+    from selfinstruct_utils.evaluate import evaluate_user_oriented
+
+    model = tuned["second"]
+    preds = evaluate_user_oriented(model.model, model.tokenizer, name="kit-lora-4-steps", out_dir=tmp_path,
+                                   tasks=[0, 5, 17, 251], max_new_tokens=16, batch_size=2, progress=False,
+                                   tasks_path=user_oriented_path(data), identity={"adapter": "test"})
+    assert preds["task"].tolist() == [0, 5, 17, 251] and set(preds.model) == {"kit-lora-4-steps"}
+    meta = json.loads((tmp_path / "kit-lora-4-steps_predictions.meta.json").read_text(encoding="utf-8"))
+    assert meta["tasks"] == 4 and meta["decoding"] == "greedy" and meta["new_tokens"] <= 64
+    both = load_predictions([predictions_dir(data), tmp_path], user_oriented_path(data))
+    assert both.model.nunique() == 9
+    table = rouge_summary(both)
+    assert (table["tasks"] == 4).all() and "kit-lora-4-steps" in set(table.model)
+    sheet, key = rating_sheet(both, tasks=[251])
+    assert len(sheet) == 9
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_tune_and_evaluate_on_the_command_line(tmp_path, data, capsys):
+    pytest.importorskip("trl")
+    from selfinstruct_utils.cli import main
+
+    out = tmp_path / "tuned"
+    assert main(["tune", str(finetuning_file(data)), "--out", str(out), "--limit", "4", "--max-steps", "1",
+                 "--batch-size", "4", "--max-length", "64", "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert "on 4 examples" in said and "1 steps" in said and f"adapter: {out / 'adapter'}" in said
+    assert main(["evaluate", "--tuned", str(out), "--name", "cli-lora", "--out", str(tmp_path / "pred"),
+                 "--tasks", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
+    assert "cli-lora: ROUGE-L" in capsys.readouterr().out
+    rows = (tmp_path / "pred" / "cli-lora_predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(r)["id"] for r in rows] == ["user_oriented_task_0", "user_oriented_task_1"]
+    assert main(["tune", str(finetuning_file(data)), "--out", str(out), "--limit", "4", "--max-steps", "1",
+                 "--batch-size", "4", "--max-length", "64", "--lr", "1e-3", "--device", "cpu"]) != 0
+    assert "config.learning_rate: 0.0003 -> 0.001" in capsys.readouterr().err
