@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -46,6 +47,7 @@ _CONFIG_OPTIONS = {
     "request_batch_size": "request_batch_size", "max_requests": "max_requests",
     "rouge_threshold": "rouge_threshold", "rouge_comparison": "rouge_comparison",
     "include_seed_tasks": "include_seed_tasks", "keep_whole_last_batch": "exact_num_instructions",
+    "templates": "template_set",
 }
 
 
@@ -62,6 +64,9 @@ def _add_run_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="keep every novel instruction of step 1's last batch, as the released code (default: exactly N)")
     p.add_argument("--include-seed-tasks", action="store_const", const=True, default=None,
                    help="add the seed tasks' instances to the finetuning data")
+    p.add_argument("--templates", choices=["kit", "released"], default=None,
+                   help="prompts of steps 1-3: kit (default; the kit's own few-shot examples) or released (the original "
+                        "code's, fetched once from its repository; needs internet the first time)")
     p.add_argument("--instruction-max-tokens", type=int, default=None, help="step 1 max_tokens (Table 4: 1024)")
     p.add_argument("--instance-max-tokens", type=int, default=None, help="step 3 max_tokens (Table 4: 300)")
     p.add_argument("--force-new-config", action="store_true",
@@ -133,6 +138,80 @@ def _run(args, steps: tuple[str, ...], demo: bool) -> int:
     return 0
 
 
+def _eval_classifier(args) -> int:
+    import json
+
+    from .data import seed_tasks_path
+    from .prompt_eval import evaluate_classifier
+    from .records import load_seed_tasks
+    from .released import template_set
+
+    seeds = load_seed_tasks(seed_tasks_path(args.seed_tasks))
+    sets = [template_set(name) for name in args.templates]  # fetched (or failing) before a server starts
+    if args.backend != "embedded" and not args.model:
+        raise SystemExit("error: --model is required with --backend openai or server")
+    embedded = None
+    if args.backend == "embedded":
+        from .local_lm import EmbeddedLM
+
+        embedded = EmbeddedLM(args.gguf).resolve()
+    rows = []
+    with _client(args, embedded) as (client, _):
+        for prompts in sets:
+            report = evaluate_classifier(client, seeds, templates=prompts, progress=not args.no_progress)
+            m = report.metrics
+            print(f"templates {prompts.name} ({report.template_hash}), model {report.model}: {m['n']} labelled seed tasks"
+                  + (f" ({len(report.left_out)} left out: the template's own examples)" if report.left_out else ""))
+            print(f"  accuracy {m['accuracy']:.3f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+                  f"F1 {m['f1']:.3f}  said yes {m['predicted_yes']} (labels: {m['tp'] + m['fn']} yes)  "
+                  f"unreadable {m['unreadable']}")
+            print(report.confusion().to_string())
+            rows.append({**report.row(), "template_hash": report.template_hash, "left_out": report.left_out,
+                         "answers": report.answers.to_dict(orient="records")})
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(rows, fh, indent=1, ensure_ascii=False)
+        print(f"written: {args.out}")
+    return 0
+
+
+def _tune(args) -> int:
+    from .tune import TuneConfig, tune
+
+    config = TuneConfig(epochs=args.epochs, max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size,
+                        max_length=args.max_length, lora_r=args.lora_r, lora_alpha=2 * args.lora_r, seed=args.seed,
+                        chat=args.chat)
+    result = tune(args.data, args.out, base=args.base, config=config, limit=args.limit, device=args.device,
+                  force_new_config=args.force_new_config)
+    m = result.manifest
+    losses = result.losses()
+    print(f"tuned {m['base']['name']} on {m['data']['examples']} examples ({m['data']['instructions']} instructions): "
+          f"{m['steps']} steps, {m['totals']['tokens']} tokens, {m['totals']['seconds']:.1f} s"
+          + (f", loss {losses['loss'].iloc[0]:.3f} -> {losses['loss'].iloc[-1]:.3f}" if len(losses) else ""))
+    print(f"adapter: {result.adapter}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .data import DATASETS, data_dir
+    from .evaluate import evaluate_superni, evaluate_user_oriented, rouge_summary
+    from .tune import load_base, load_tuned
+
+    model = load_tuned(args.tuned, device=args.device) if args.tuned else load_base(args.base, device=args.device)
+    preds = evaluate_user_oriented(model.model, model.tokenizer, name=args.name, out_dir=args.out, tasks=args.tasks,
+                                   max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, chat=args.chat,
+                                   identity=model.identity)
+    row = rouge_summary(preds).iloc[0]
+    print(f"{args.name}: ROUGE-L {row['rougeL']:.3f} [{row['low']:.3f}, {row['high']:.3f}] on {row['tasks']} "
+          f"user-oriented tasks; predictions in {args.out}")
+    if args.superni is not None:
+        rel = DATASETS["SuperNI test set"].path
+        path = args.superni or data_dir(must_contain=rel) / rel
+        res = evaluate_superni(model.model, model.tokenizer, path, batch_size=args.batch_size)
+        print(f"{args.name}: SuperNI ROUGE-L {res['rougeL']:.3f} over {len(res['per_task'])} held-out tasks")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="selfinstruct", description="Self-Instruct (Wang et al., 2022) in one kit.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,8 +235,51 @@ def main(argv: list[str] | None = None) -> int:
     p_dl.add_argument("--mirror", default=None, help="base URL standing in for https://raw.githubusercontent.com")
     p_dl.add_argument("--no-check", action="store_true", help="accept a file whose record count differs")
 
+    p_ec = sub.add_parser("eval-classifier", help="measure step 2 on the labelled seed tasks (accuracy, precision, "
+                          "recall, F1, confusion table)")
+    p_ec.add_argument("--templates", nargs="+", default=["kit"], choices=["kit", "released"])
+    p_ec.add_argument("--seed-tasks", help="labelled tasks (default: the paper's 175 seed tasks)")
+    p_ec.add_argument("--out", help="JSON file for the figures and every answer")
+    p_ec.add_argument("--no-progress", action="store_true")
+    _add_lm_args(p_ec)
+    p_tune = sub.add_parser("tune", help="step 5: instruction-tune a model with LoRA on generated data (train extra)")
+    p_tune.add_argument("data", help="a run directory, a finetuning file, or any dataset file the kit loads")
+    p_tune.add_argument("--out", required=True, help="output folder (adapter/, checkpoints/, manifest.json); resumed")
+    p_tune.add_argument("--base", default=None, help="Hugging Face model id, model folder or .gguf (default: the "
+                        "embedded SmolLM2-135M-Instruct GGUF; with internet: HuggingFaceTB/SmolLM2-135M)")
+    p_tune.add_argument("--limit", type=int, default=None, help="train on this many examples (a seeded sample)")
+    p_tune.add_argument("--epochs", type=float, default=2.0, help="passes over the data (paper: 2)")
+    p_tune.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps")
+    p_tune.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    p_tune.add_argument("--batch-size", type=int, default=8)
+    p_tune.add_argument("--max-length", type=int, default=256, help="tokens per example")
+    p_tune.add_argument("--lora-r", type=int, default=16)
+    p_tune.add_argument("--seed", type=int, default=42)
+    p_tune.add_argument("--chat", action="store_true", help="encode examples with the tokenizer's chat template")
+    p_tune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p_tune.add_argument("--force-new-config", action="store_true", help="continue --out under another configuration")
+    p_ev = sub.add_parser("evaluate", help="answer the 252 user-oriented instructions (and SuperNI) with a model")
+    which = p_ev.add_mutually_exclusive_group()
+    which.add_argument("--tuned", help="a `selfinstruct tune` output folder")
+    which.add_argument("--base", help="an untuned model: Hugging Face id, folder or .gguf (default: the embedded GGUF)")
+    p_ev.add_argument("--name", required=True, help="the model's name in the predictions table")
+    p_ev.add_argument("--out", required=True, help="folder for <name>_predictions.jsonl")
+    p_ev.add_argument("--tasks", type=int, default=None, help="the first N user-oriented tasks (default: all 252)")
+    p_ev.add_argument("--max-new-tokens", type=int, default=128)
+    p_ev.add_argument("--batch-size", type=int, default=8)
+    p_ev.add_argument("--chat", action="store_true", help="prompt through the tokenizer's chat template")
+    p_ev.add_argument("--superni", nargs="?", const="", default=None, metavar="FILE",
+                      help="also score held-out SuperNI tasks (default file: the downloaded test set)")
+    p_ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
     args = parser.parse_args(argv)
     try:
+        if args.command == "tune":
+            return _tune(args)
+        if args.command == "eval-classifier":
+            return _eval_classifier(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         if args.command == "summary":
             print(format_summary(args.run_dir))
             return 0
@@ -170,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, (args.name,), demo=False)
         return _run(args, STEPS, demo=args.command == "demo")
     except KeyboardInterrupt:
+        # A second Ctrl-C would interrupt the clean-up and end in a traceback: ignore it from here.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("\ninterrupted: what was written so far is kept; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as err:  # one clear line, no traceback from deep inside

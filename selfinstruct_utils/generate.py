@@ -33,7 +33,7 @@ from .parse import parse_instructions, parse_is_classification
 from .records import SeedTask, write_jsonl
 from .rouge import RougeIndex
 from .runs import RunDir, StepResult
-from .templates import encode_classification_prompt, encode_instance_prompt, encode_instruction_prompt
+from .templates import KIT_TEMPLATES, TemplateSet
 
 __all__ = [
     "request_seed",
@@ -89,6 +89,7 @@ def build_prompts(
     num_prompt_instructions: int = 8,
     num_machine_instructions: int = 2,
     classification: bool = False,
+    templates: TemplateSet = KIT_TEMPLATES,
 ) -> list[tuple[list[str], str]]:
     """The prompts of one batch of step-1 requests (pure: the same arguments give the same prompts).
 
@@ -99,6 +100,7 @@ def build_prompts(
         seed: the run's random seed.
         num_prompt_instructions, num_machine_instructions: prompt composition (paper: 8 and 2).
         classification: the classification-only header (released ``--use_clf_seed_tasks_only``).
+        templates: the prompt set (default: the kit's).
     Returns:
         One (in-context instructions, prompt text) pair per request.
     Source: paper Sec. 2.2 and Table 6.
@@ -109,7 +111,7 @@ def build_prompts(
             seed_instructions, machine_instructions, random.Random(f"{seed}:{rid}"),
             num_prompt_instructions=num_prompt_instructions, num_machine_instructions=num_machine_instructions,
         )
-        out.append((chosen, encode_instruction_prompt(chosen, classification=classification)))
+        out.append((chosen, templates.instruction_prompt(chosen, classification=classification)))
     return out
 
 
@@ -190,6 +192,7 @@ def generate_instructions(
     params: SamplingParams = TABLE4["instructions"],
     seed: int = 42,
     classification_only: bool = False,
+    templates: TemplateSet = KIT_TEMPLATES,
     record_similar: int = 10,
     progress: bool = True,
     on_request: Callable[[dict], None] | None = None,
@@ -216,6 +219,7 @@ def generate_instructions(
         params: sampling parameters (paper Table 4); each request gets its own ``seed``.
         seed: the run's random seed.
         classification_only: use only classification seed tasks and the classification header.
+        templates: the prompt set (default: the kit's; ``released.template_set("released")``: the original's).
         record_similar: how many nearest pool instructions to record per kept instruction (0: none).
         progress: show a progress bar.
         on_request: called with each request's log record (for notebooks).
@@ -270,6 +274,7 @@ def generate_instructions(
                 seed_instructions, machine_at_start, request_ids, seed=seed,
                 num_prompt_instructions=num_prompt_instructions, num_machine_instructions=num_machine_instructions,
                 classification=classification_only,
+                templates=templates,
             )
             completions = client.complete(
                 [p for _, p in prompts], params, step="instructions", request_ids=request_ids,
@@ -363,6 +368,7 @@ def classify_instructions(
     params: SamplingParams = TABLE4["classification"],
     batch_size: int = 8,
     progress: bool = True,
+    templates: TemplateSet = KIT_TEMPLATES,
 ) -> StepResult:
     """Step 2: ask the LM whether each instruction is a classification task (paper Table 7).
 
@@ -381,7 +387,7 @@ def classify_instructions(
         return {"instruction": instructions[k], "is_classification": bool(answer), "raw": comp.text,
                 "parsed": answer is not None}
 
-    done = _map_step(client, run, "classification", instructions, lambda k: encode_classification_prompt(instructions[k]),
+    done = _map_step(client, run, "classification", instructions, lambda k: templates.classification_prompt(instructions[k]),
                      record, params, desc="step 2: classification", batch_size=batch_size, progress=progress)
     rejections = Counter(unparseable_answer=sum(1 for r in done if not r["parsed"]))
     n_clf = sum(1 for r in done if r["is_classification"])
@@ -400,6 +406,7 @@ def generate_instances(
     params: SamplingParams = TABLE4["instances"],
     batch_size: int = 4,
     progress: bool = True,
+    templates: TemplateSet = KIT_TEMPLATES,
 ) -> StepResult:
     """Step 3: generate instances, input-first for generation tasks and output-first (class label
     first) for classification tasks (paper Sec. 2.2, Table 8).
@@ -420,7 +427,7 @@ def generate_instances(
         return {"instruction": tasks[k][0], "is_classification": tasks[k][1], "raw_instances": comp.text,
                 "finish_reason": comp.finish_reason}
 
-    done = _map_step(client, run, "instances", [t[0] for t in tasks], lambda k: encode_instance_prompt(*tasks[k]),
+    done = _map_step(client, run, "instances", [t[0] for t in tasks], lambda k: templates.instance_prompt(*tasks[k]),
                      record, params, desc="step 3: instances", batch_size=batch_size, progress=progress)
     return StepResult(
         counts={

@@ -42,6 +42,9 @@ class PipelineConfig:
         seed: random seed of the run.
         classification_only: prompt only with classification seeds.
         include_seed_tasks: add the seed tasks' instances to the finetuning data.
+        template_set: the prompt set of steps 1-3: "kit" (the kit's own few-shot examples) or "released"
+            (the original code's, fetched on demand; see :mod:`selfinstruct_utils.released`). The
+            manifest records the name and each template's hash.
         params: sampling parameters per step (default: paper Table 4).
     """
 
@@ -58,10 +61,12 @@ class PipelineConfig:
     seed: int = 42
     classification_only: bool = False
     include_seed_tasks: bool = False
+    template_set: str = "kit"
     params: dict[str, SamplingParams] = field(default_factory=lambda: dict(TABLE4))
 
-    #: Fields a resumed run may change: a larger target or budget continues the same run.
-    RESUMABLE = ("num_instructions", "max_requests")
+    #: Fields a resumed run may change: a larger target or budget continues the same run. (The template
+    #: set's name is not compared: its templates' hashes are, under ``templates``.)
+    RESUMABLE = ("num_instructions", "max_requests", "template_set")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -95,12 +100,23 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def template_set_of(config: PipelineConfig) -> templates.TemplateSet:
+    """The :class:`~selfinstruct_utils.templates.TemplateSet` a configuration names.
+
+    Raises:
+        DownloadError: "released" is not cached and cannot be fetched (offline).
+    """
+    from .released import template_set
+
+    return template_set(config.template_set)
+
+
 def _run_config(config: PipelineConfig, seeds_file: Path, identity: str | None) -> dict[str, Any]:
     """What the manifest stores as the run's configuration, and what a resume is checked against."""
     out = config.to_dict()
     out["seed_tasks"] = str(seeds_file)
     out["seed_tasks_sha256"] = _sha256(seeds_file)
-    out["templates"] = templates.fingerprint()
+    out["templates"] = template_set_of(config).fingerprint()
     out["model_identity"] = identity
     return out
 
@@ -164,6 +180,7 @@ def run_pipeline(
     identity = client.identity if client is not None else None
     seed_tasks = check_resumable(run_dir, config, identity=identity, force_new_config=force_new_config)
     seeds_file = seed_tasks_path(config.seed_tasks)
+    prompts = template_set_of(config)
     run = RunDir(run_dir, source=source)
     facts: dict[str, Any] = {"seed": config.seed, "n_seed_tasks": len(seed_tasks)}
     if client is not None:
@@ -186,17 +203,19 @@ def run_pipeline(
                 params=config.params["instructions"],
                 seed=config.seed,
                 classification_only=config.classification_only,
+                templates=prompts,
                 progress=progress,
             )
             run.record_step("instructions", results["instructions"])
         if "classification" in steps:
             instructions = [rec["instruction"] for rec in run.read("instructions")]
             results["classification"] = classify_instructions(
-                client, instructions, run, params=config.params["classification"], progress=progress)
+                client, instructions, run, params=config.params["classification"], progress=progress, templates=prompts)
             run.record_step("classification", results["classification"])
         if "instances" in steps:
             tasks = [(rec["instruction"], rec["is_classification"]) for rec in run.read("classification")]
-            results["instances"] = generate_instances(client, tasks, run, params=config.params["instances"], progress=progress)
+            results["instances"] = generate_instances(client, tasks, run, params=config.params["instances"],
+                                                      progress=progress, templates=prompts)
             run.record_step("instances", results["instances"])
         if "finetuning" in steps:
             results["finetuning"] = build_finetuning_data(

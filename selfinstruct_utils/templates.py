@@ -33,6 +33,8 @@ __all__ = [
     "RATER_HEADER",
     "encode_rater_prompt",
     "fingerprint",
+    "TemplateSet",
+    "KIT_TEMPLATES",
 ]
 
 
@@ -76,7 +78,10 @@ class FewShotTemplate:
 
     @property
     def prefix(self) -> str:
-        """The fixed part of every prompt (header + examples): identical across requests."""
+        """The fixed part of every prompt (header + examples): identical across requests. A template
+        without separate examples (the released code's, one block of text) is its header alone."""
+        if not self.examples:
+            return self.header
         return self.header + "\n\n" + "\n\n".join(self.examples) + "\n\n"
 
     def render(self, instruction: str) -> str:
@@ -89,25 +94,28 @@ CLASSIFICATION_INSTRUCTION_GENERATION = InstructionTemplate(
 )
 
 # --- Classification identification (paper Table 7). Our own examples. ---------------------------
+# Ordered Yes first, then No: the block ends on the majority class (149 of the 175 seeds are not
+# classification). Measured with the embedded 135M model on the labelled seeds (prompt_eval,
+# benchmarks/results/bench_prompts.md): the alternating order it replaced said Yes to 47 of 175.
 _CLF_EXAMPLES = (
-    ("Decide whether the review below is positive or negative.", "Yes"),
-    ("Write a haiku about the first snow of winter.", "No"),
-    ("Is the following number prime? Answer yes or no.", "Yes"),
-    ("Summarize the news article in two sentences.", "No"),
-    ("Label the language of the sentence: English, French, German or Spanish.", "Yes"),
-    ("Suggest three names for a bakery that sells gluten-free bread.", "No"),
-    ("Tell me whether the two sentences mean the same thing.", "Yes"),
-    ("Convert the temperature from Fahrenheit to Celsius.", "No"),
-    ("Which of the animals in the list is a mammal? Answer with its name.", "No"),
-    ("Does the email ask the reader to take an action? Answer Yes or No.", "Yes"),
-    ("Explain why the sky looks blue during the day.", "No"),
-    ("Given a product description, assign it to one of these departments: kitchen, garden, toys, books.", "Yes"),
-    ("Translate the sentence into Italian.", "No"),
-    ("Find the grammatical error in the sentence, if there is one. Output the wrong word or None.", "No"),
-    ("Is the statement a fact or an opinion?", "Yes"),
-    ("Write a short cover letter for a barista job.", "No"),
-    ("Rate how formal the text is on a scale from 1 to 5.", "Yes"),
-    ("List the steps to change a flat bicycle tire.", "No"),
+    ('Decide whether the review below is positive or negative.', 'Yes'),
+    ('Is the following number prime? Answer yes or no.', 'Yes'),
+    ('Label the language of the sentence: English, French, German or Spanish.', 'Yes'),
+    ('Tell me whether the two sentences mean the same thing.', 'Yes'),
+    ('Does the email ask the reader to take an action? Answer Yes or No.', 'Yes'),
+    ('Given a product description, assign it to one of these departments: kitchen, garden, toys, books.', 'Yes'),
+    ('Is the statement a fact or an opinion?', 'Yes'),
+    ('Rate how formal the text is on a scale from 1 to 5.', 'Yes'),
+    ('Write a haiku about the first snow of winter.', 'No'),
+    ('Summarize the news article in two sentences.', 'No'),
+    ('Suggest three names for a bakery that sells gluten-free bread.', 'No'),
+    ('Convert the temperature from Fahrenheit to Celsius.', 'No'),
+    ('Which of the animals in the list is a mammal? Answer with its name.', 'No'),
+    ('Explain why the sky looks blue during the day.', 'No'),
+    ('Translate the sentence into Italian.', 'No'),
+    ('Find the grammatical error in the sentence, if there is one. Output the wrong word or None.', 'No'),
+    ('Write a short cover letter for a barista job.', 'No'),
+    ('List the steps to change a flat bicycle tire.', 'No'),
 )
 
 CLASSIFICATION_IDENTIFICATION = FewShotTemplate(
@@ -210,6 +218,54 @@ OUTPUT_FIRST = FewShotTemplate(
 )
 
 
+@dataclass(frozen=True)
+class TemplateSet:
+    """The prompts of steps 1-3 under one name, as a run uses them.
+
+    Attributes:
+        name: "kit" (:data:`KIT_TEMPLATES`, the kit's own few-shot examples) or "released" (the original
+            code's, fetched on demand by :mod:`selfinstruct_utils.released`).
+        source: where the text comes from.
+    """
+
+    name: str
+    instructions: InstructionTemplate
+    classification_instructions: InstructionTemplate
+    classification: FewShotTemplate
+    input_first: FewShotTemplate
+    output_first: FewShotTemplate
+    source: str = "selfinstruct-kit"
+
+    def instruction_prompt(self, instructions: Sequence[str], *, classification: bool = False) -> str:
+        """Step 1 (paper Table 6): the numbered in-context instructions, ending with the next number."""
+        return (self.classification_instructions if classification else self.instructions).render(instructions)
+
+    def classification_prompt(self, instruction: str) -> str:
+        """Step 2 (paper Table 7): the few-shot block and "is it classification?" for ``instruction``."""
+        return self.classification.render(instruction)
+
+    def instance_prompt(self, instruction: str, is_classification: bool) -> str:
+        """Step 3 (paper Table 8): output-first for classification tasks, input-first otherwise."""
+        return (self.output_first if is_classification else self.input_first).render(instruction)
+
+    def fingerprint(self) -> dict[str, str]:
+        """SHA-256 (first 16 hex digits) of each template, for a run's manifest (a resumed run with other
+        templates would mix two prompt formats, and is refused)."""
+        parts = {
+            "instruction_generation": repr((self.instructions, self.classification_instructions)),
+            "classification_identification": repr(self.classification),
+            "input_first": repr(self.input_first),
+            "output_first": repr(self.output_first),
+            "finetuning_encodings": repr((TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT)),
+        }
+        return {name: hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] for name, text in parts.items()}
+
+
+#: The kit's own prompts (few-shot examples written for the kit).
+KIT_TEMPLATES = TemplateSet("kit", INSTRUCTION_GENERATION, CLASSIFICATION_INSTRUCTION_GENERATION,
+                            CLASSIFICATION_IDENTIFICATION, INPUT_FIRST, OUTPUT_FIRST)
+
+
 def encode_instruction_prompt(instructions: Sequence[str], *, classification: bool = False) -> str:
     """The instruction-generation prompt for 8 (or any number of) in-context instructions.
 
@@ -219,21 +275,20 @@ def encode_instruction_prompt(instructions: Sequence[str], *, classification: bo
             ``--use_clf_seed_tasks_only`` variant).
     Returns:
         The prompt, ending with the next number (e.g. ``"9."``) for the LM to continue.
-    Source: paper Table 6.
+    Source: paper Table 6. Other template sets: :meth:`TemplateSet.instruction_prompt`.
     """
-    template = CLASSIFICATION_INSTRUCTION_GENERATION if classification else INSTRUCTION_GENERATION
-    return template.render(instructions)
+    return KIT_TEMPLATES.instruction_prompt(instructions, classification=classification)
 
 
 def encode_classification_prompt(instruction: str) -> str:
     """The few-shot prompt asking whether ``instruction`` is a classification task (paper Table 7)."""
-    return CLASSIFICATION_IDENTIFICATION.render(instruction)
+    return KIT_TEMPLATES.classification_prompt(instruction)
 
 
 def encode_instance_prompt(instruction: str, is_classification: bool) -> str:
     """The instance-generation prompt: output-first for classification tasks, input-first otherwise
     (paper Sec. 2.2, Table 8)."""
-    return (OUTPUT_FIRST if is_classification else INPUT_FIRST).render(instruction)
+    return KIT_TEMPLATES.instance_prompt(instruction, is_classification)
 
 
 # --- Finetuning encodings (paper Sec. 2.3: "multiple templates to encode the instruction and input") ---
@@ -275,13 +330,5 @@ def encode_rater_prompt(instruction: str, input: str, target: str, response: str
 
 
 def fingerprint() -> dict[str, str]:
-    """SHA-256 (first 16 hex digits) of each prompt template, for a run's manifest: a run resumed with
-    other templates would mix two prompt formats, and is refused."""
-    parts = {
-        "instruction_generation": repr((INSTRUCTION_GENERATION, CLASSIFICATION_INSTRUCTION_GENERATION)),
-        "classification_identification": repr(CLASSIFICATION_IDENTIFICATION),
-        "input_first": repr(INPUT_FIRST),
-        "output_first": repr(OUTPUT_FIRST),
-        "finetuning_encodings": repr((TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT)),
-    }
-    return {name: hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] for name, text in parts.items()}
+    """The kit templates' hashes (:meth:`TemplateSet.fingerprint` of :data:`KIT_TEMPLATES`)."""
+    return KIT_TEMPLATES.fingerprint()

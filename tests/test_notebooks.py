@@ -55,7 +55,9 @@ def test_01_seed_tasks(nb_env):
 
 def test_02_to_04_pipeline_notebooks(nb_env):
     run_notebook("02_generate_instructions", nb_env["root"], NUM_INSTRUCTIONS=4, **nb_env["lm"])
-    run_notebook("03_classify_and_generate_instances", nb_env["root"], **nb_env["lm"])
+    text = run_notebook("03_classify_and_generate_instances", nb_env["root"], CLF_EVAL_SEEDS=7, **nb_env["lm"]).read_text()
+    assert "'n': 7" in text and "'tp': " in text and "said yes" in text  # step 2 scored on 7 labelled seeds
+    assert "field_leak_share" in text and "label_not_named" in text  # step 3 checks on the run's instances
     out = run_notebook("04_filter_and_finetuning_data", nb_env["root"], RUN_DIR=nb_env["lm"]["RUN_DIR"],
                        FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"])
     assert "67 tasks, 78 instances after the cap" in out.read_text()
