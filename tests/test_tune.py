@@ -262,3 +262,24 @@ def test_tune_and_evaluate_on_the_command_line(tmp_path, data, capsys):
     assert main(["tune", str(finetuning_file(data)), "--out", str(out), "--limit", "4", "--max-steps", "1",
                  "--batch-size", "4", "--max-length", "64", "--lr", "1e-3", "--device", "cpu"]) != 0
     assert "config.learning_rate: 0.0003 -> 0.001" in capsys.readouterr().err
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_the_loss_counts_completion_tokens_only(tmp_path, data):
+    """The paper's prompt_loss_weight 0: step 1's loss (before any update) is the base model's loss on the
+    completions of its batch, far from the loss over prompt and completion together."""
+    pytest.importorskip("trl")
+    from selfinstruct_utils.tune import TuneConfig, completion_loss, load_base, training_records, tune
+
+    records = [r for r in training_records(finetuning_file(data), limit=60, seed=1) if r["prompt"].endswith(":")][:8]
+    assert len(records) == 8  # templates ending in "Output:", so the prompt/completion boundary is a token boundary
+    base = load_base(device="cpu")
+    completion_only = completion_loss(base.model, base.tokenizer, records, max_length=128)
+    whole = completion_loss(base.model, base.tokenizer, [{"prompt": "", "completion": r["prompt"] + r["completion"]}
+                                                         for r in records], max_length=128)
+    result = tune(records, tmp_path / "run", config=TuneConfig(max_steps=1, batch_size=8, max_length=128, seed=0),
+                  device="cpu", progress=False)
+    first = result.losses()["loss"].iloc[0]
+    assert first == pytest.approx(completion_only, abs=0.02), (first, completion_only, whole)
+    assert abs(whole - completion_only) > 0.2
