@@ -180,7 +180,7 @@ def test_09_human_evaluation_keeps_ratings_across_reruns(nb_env, tmp_path):
                                        "09_ratings_human.png", "09_rouge_by_model.pdf", "09_rouge_by_model.png"]
 
 
-def test_analysis_notebooks_run_on_only_what_download_writes(nb_env, tmp_path, monkeypatch):
+def test_analysis_notebooks_run_on_only_what_download_writes(nb_env, tmp_path, monkeypatch, data):
     """A data folder holding only what `selfinstruct download --what seeds` writes (no generated/ at all):
     notebooks 04-08 run top to bottom, each saying that it falls back."""
     from http_mirror import Mirror, published_files, served
@@ -188,7 +188,7 @@ def test_analysis_notebooks_run_on_only_what_download_writes(nb_env, tmp_path, m
     from selfinstruct_utils.download import download, files_of
 
     folder = tmp_path / "downloaded"
-    with Mirror(served(published_files(PROJECT.parent / "shared" / "data"))) as mirror:
+    with Mirror(served(published_files(data))) as mirror:
         download(folder, what="seeds", mirror=mirror.url, progress=False)
     assert sorted(p.name for p in folder.rglob("*.jsonl")) == sorted(d.path.rsplit("/", 1)[1] for d in files_of("seeds"))
     monkeypatch.setenv("SELFINSTRUCT_DATA", str(folder))
