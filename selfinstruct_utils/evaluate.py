@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .analysis.human_eval import load_predictions
-from .records import DataFormatError, read_jsonl
+from .records import DataFormatError, read_jsonl, write_jsonl
 from .rouge import paired
 from .runs import _now, package_versions
 
@@ -184,13 +184,9 @@ def evaluate_user_oriented(model, tokenizer, *, name: str, out_dir: str | os.Pat
                                 batch_size=batch_size, chat=chat, progress=progress, desc=f"evaluating {name}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}_predictions.jsonl"
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r, resp in zip(df.itertuples(index=False), responses, strict=True):
-            fh.write(json.dumps({"id": r.id, "prompt": r.prompt, "instruction": r.instruction, "input": r.input,
-                                 "target": r.target, "response": resp}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl(out / f"{name}_predictions.jsonl",
+                ({"id": r.id, "prompt": r.prompt, "instruction": r.instruction, "input": r.input, "target": r.target,
+                  "response": resp} for r, resp in zip(df.itertuples(index=False), responses, strict=True)))
     meta = {"created": _now(), "model": identity or {}, "tasks": len(df), "max_new_tokens": max_new_tokens,
             "batch_size": batch_size, "chat": chat, "decoding": "greedy", "prompt_tokens": stats.prompt_tokens,
             "new_tokens": stats.new_tokens, "seconds": round(stats.seconds, 2),

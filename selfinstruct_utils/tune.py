@@ -177,9 +177,13 @@ def load_base(base: str | os.PathLike | None = None, *, device: str = "auto", dt
         OSError: a model id that cannot be fetched offline (the message is ``transformers``').
     """
     _require_train_extra()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    source, identity = _resolve_base(base)
+    return _load(source, identity, device=device, dtype=dtype)
 
+
+def _resolve_base(base: str | os.PathLike | None) -> tuple[str | Path, dict[str, Any]]:
+    """Where to load ``base`` from, and its identity, without loading its weights (a GGUF is converted
+    once into the cache here)."""
     from .local_lm import default_gguf_path, gguf_identity
 
     gguf = default_gguf_path() if base is None else (Path(base) if str(base).endswith(".gguf") else None)
@@ -188,20 +192,23 @@ def load_base(base: str | os.PathLike | None = None, *, device: str = "auto", dt
         folder = _models_cache() / digest.split(":", 1)[1][:16]
         if not (folder / "config.json").is_file():
             _convert_gguf(Path(gguf), folder)
-        identity = {"kind": "gguf", "name": Path(gguf).name, "id": digest}
-        source: str | Path = folder
-    else:
-        source = str(base)
-        identity = {"kind": "hf", "name": str(base), "id": None}
-    torch_dtype = getattr(torch, dtype)
+        return folder, {"kind": "gguf", "name": Path(gguf).name, "id": digest}
+    from transformers import AutoConfig
+
+    commit = getattr(AutoConfig.from_pretrained(str(base)), "_commit_hash", None)
+    return str(base), {"kind": "hf", "name": str(base), "id": commit or str(Path(base).resolve())}
+
+
+def _load(source: str | Path, identity: dict[str, Any], *, device: str, dtype: str = "float32") -> BaseModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(_device(device))
-    if identity["kind"] == "hf":
-        identity["id"] = getattr(model.config, "_commit_hash", None) or str(Path(source).resolve())
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype)).to(_device(device))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    identity["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    identity = {**identity, "parameters": int(sum(p.numel() for p in model.parameters()))}
     return BaseModel(model, tokenizer, identity)
 
 
@@ -364,8 +371,7 @@ def tune(
     data_info = {"source": source, "examples": len(records),
                  "instructions": len({r.get("instruction", r["prompt"]) for r in records}),
                  "sha256": _sha256_records(records)}
-    loaded = load_base(base, device=device)
-    identity = loaded.identity
+    source_dir, identity = _resolve_base(base)  # the checks below need no weights loaded
     manifest_path = out / "manifest.json"
     stored = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
     wanted = {"base": {"kind": identity["kind"], "id": identity["id"]}, "data": data_info["sha256"],
@@ -382,7 +388,8 @@ def tune(
     manifest = stored if stored is not None and not changes else {
         "kind": "instruction-tuning", "created": _now(), "identity": wanted, "invocations": [],
     }
-    manifest.update({"identity": wanted, "base": identity, "data": data_info, "config": config.to_dict(),
+    loaded = _load(source_dir, identity, device=device)
+    manifest.update({"identity": wanted, "base": loaded.identity, "data": data_info, "config": config.to_dict(),
                      "packages": package_versions(), "complete": False})
     _write_manifest(manifest_path, manifest)
 
