@@ -146,8 +146,8 @@ class BatchLMClient:
         model, base_url, api_key, api, identity: as :class:`~selfinstruct_utils.llm.LMClient` (the
             identity, for the cache key and the manifest, is the same as a live client's).
         state_dir: folder of the per-round state files (a run's ``batches/``).
-        cache_dir: response cache folder (None: no cache; a resumed round then downloads its batch's
-            output again).
+        cache_dir: response cache folder (None: ``<state_dir>/responses``: answers are always kept, so a
+            process killed after a round came back never submits its requests again).
         price_per_million: (input, output) list prices in USD per million tokens.
         batch_discount: the batch price as a fraction of the list price (OpenAI: 0.5).
         poll_seconds: seconds between two polls of a running batch.
@@ -181,7 +181,7 @@ class BatchLMClient:
         self.model, self.api = model, api
         self.base_url = self._live.base_url  # the argument, or $OPENAI_BASE_URL
         self.state_dir = Path(state_dir)
-        self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
+        self.cache = ResponseCache(cache_dir if cache_dir is not None else self.state_dir / "responses")
         self.list_price_per_million = tuple(price_per_million)
         self.batch_discount = batch_discount
         self.poll_seconds = poll_seconds
@@ -253,16 +253,13 @@ class BatchLMClient:
         if not (len(ids) == len(per) == len(prompts)):
             raise ValueError("prompts, request_ids and seeds must have the same length")
         usage = self.usage.setdefault(step, Usage())
-        identity = self.identity if self.cache else ""
-        keys = [ResponseCache.key(self.api, self.model, pr, p, identity) if self.cache else None
-                for pr, p in zip(prompts, per, strict=True)]
+        keys = [ResponseCache.key(self.api, self.model, pr, p, self.identity) for pr, p in zip(prompts, per, strict=True)]
         out: list[Completion | None] = [None] * len(prompts)
         for i, key in enumerate(keys):
-            if key is not None:
-                hit = self.cache.get(key)
-                if hit is not None:
-                    out[i] = hit
-                    usage.cache_hits += 1
+            hit = self.cache.get(key)
+            if hit is not None:
+                out[i] = hit
+                usage.cache_hits += 1
         todo = [i for i in range(len(prompts)) if out[i] is None]
         if todo:
             unique = len(set(ids)) == len(ids)
@@ -281,8 +278,7 @@ class BatchLMClient:
                 usage.completion_tokens += comp.completion_tokens
                 usage.seconds += share
                 usage.cost_usd += (comp.prompt_tokens * pin + comp.completion_tokens * pout) / 1e6
-                if keys[i] is not None:
-                    self.cache.put(keys[i], comp)
+                self.cache.put(keys[i], comp)
         return out  # type: ignore[return-value]
 
     def _run_round(self, step: str, first_id: int, lines: dict[str, dict]) -> dict[str, Completion]:

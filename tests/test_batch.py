@@ -196,3 +196,11 @@ def test_import_rejects_foreign_lines(tmp_path):
     bad.write_text(json.dumps({"custom_id": "request-1", "response": {"status_code": 200, "body": {}}}) + "\n")
     with pytest.raises(ValueError, match=r"out.jsonl:1: custom_id 'request-1' is not one written by"):
         import_results(bad, tmp_path / "cache")
+
+
+def test_without_a_cache_answers_stay_in_the_state_folder(tmp_path):
+    with FakeBatchServer() as server:
+        first = client_for(server, tmp_path, cache_dir=None).complete(PROMPTS, PARAMS, step="s")
+        again = client_for(server, tmp_path, cache_dir=None).complete(PROMPTS, PARAMS, step="s")
+        assert [c.text for c in again] == [c.text for c in first] and all(c.cached for c in again)
+        assert len(server.creations) == 1 and (tmp_path / "batches" / "responses").is_dir()
