@@ -49,7 +49,8 @@ from tqdm.auto import tqdm
 
 from .llm import Completion, LMClient, LMRequestError, ResponseCache, SamplingParams, Usage
 
-__all__ = ["BatchLMClient", "ExportingClient", "BatchExported", "import_results", "request_line", "parse_result_line"]
+__all__ = ["BatchLMClient", "ExportingClient", "BatchExported", "export_pending", "import_results", "request_line",
+           "parse_result_line"]
 
 #: Batch states after which nothing changes.
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -541,3 +542,48 @@ def import_results(
             run.log_usage(step, comps, price_per_million)
     return {"imported": sum(map(len, per_step.values())), "errors": errors,
             "steps": {s: len(c) for s, c in per_step.items()}}
+
+
+def export_pending(
+    run_dir: str | os.PathLike,
+    config=None,
+    *,
+    model: str,
+    cache_dir: str | os.PathLike,
+    api: Literal["completions", "chat"] = "completions",
+    identity: str | None = None,
+    out: str | os.PathLike | None = None,
+    force_new_config: bool = False,
+    progress: bool = True,
+) -> BatchExported | None:
+    """Run a run's steps as far as the cache answers them, and write the next pending requests.
+
+    Steps 2-3 export every remaining request at once; step 1 exports its next round (with a batch
+    client, a round of ``request_batch_size`` requests). Run the JSONL offline (vLLM's ``run_batch``),
+    :func:`import_results` its output, and call this again for the next round; when every step is done
+    it returns None (the run is complete, step 4 included).
+
+    Args:
+        run_dir: the run directory (created, or resumed and checked against its stored configuration).
+        config: a :class:`~selfinstruct_utils.pipeline.PipelineConfig` (default: the stored one, else defaults).
+        model, api, identity, cache_dir, out: as :class:`ExportingClient`.
+        force_new_config, progress: as :func:`~selfinstruct_utils.pipeline.run_pipeline`.
+    Returns:
+        The :class:`BatchExported` that says what was written, or None when nothing was pending.
+    Raises:
+        ConfigChangedError, DataNotFoundError, DataFormatError: as :func:`run_pipeline`.
+    """
+    from .pipeline import PipelineConfig, run_pipeline
+    from .runs import stored_config
+
+    if config is None:
+        stored = stored_config(run_dir)
+        config = PipelineConfig.from_dict(stored) if stored else PipelineConfig()
+    client = ExportingClient(model, cache_dir=cache_dir, export_dir=Path(run_dir) / "batches", api=api,
+                             identity=identity, out=out)
+    try:
+        run_pipeline(client, run_dir, config, backend={"backend": "offline batch (selfinstruct batch export)"},
+                     progress=progress, force_new_config=force_new_config, source="cli")
+    except BatchExported as exported:
+        return exported
+    return None
