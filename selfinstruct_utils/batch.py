@@ -264,10 +264,13 @@ class BatchLMClient:
         todo = [i for i in range(len(prompts)) if out[i] is None]
         if todo:
             unique = len(set(ids)) == len(ids)
-            cids = {i: f"{step}-{ids[i] if unique else i}" for i in todo}
+            cids = [f"{step}-{ids[i] if unique else i}" for i in range(len(prompts))]
+            # The round's tag covers every request of the call, cached or not: a process killed while it
+            # cached a returned round's answers finds the same round (and its batches) again.
+            tag = hashlib.sha256(json.dumps([step, cids, keys]).encode()).hexdigest()[:20]
             lines = {cids[i]: request_line(cids[i], self.model, self.api, prompts[i], per[i]) for i in todo}
             start = time.perf_counter()
-            results = self._run_round(step, ids[todo[0]], lines)
+            results = self._run_round(step, ids[0], tag, lines)
             share = (time.perf_counter() - start) / len(todo)
             pin, pout = self.price_per_million
             for i in todo:
@@ -282,11 +285,9 @@ class BatchLMClient:
                 self.cache.put(keys[i], comp)
         return out  # type: ignore[return-value]
 
-    def _run_round(self, step: str, first_id: int, lines: dict[str, dict]) -> dict[str, Completion]:
-        """Send ``lines`` (custom_id -> input line) as batches until each has an answer (or fails)."""
-        digest = hashlib.sha256(json.dumps([self.identity, sorted(lines.items())], sort_keys=True,
-                                           ensure_ascii=False).encode()).hexdigest()
-        tag = digest[:20]
+    def _run_round(self, step: str, first_id: int, tag: str, lines: dict[str, dict]) -> dict[str, Completion]:
+        """Send ``lines`` (custom_id -> input line) as batches until each has an answer (or fails); the
+        round's state file is named by ``tag``."""
         path = self.state_dir / f"{step}-{first_id}-{tag[:12]}.json"
         state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {
             "step": step, "tag": tag, "model": self.model, "requests": len(lines), "batches": [],

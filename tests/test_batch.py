@@ -158,6 +158,28 @@ def test_kill_between_create_and_record_finds_the_batch_by_its_tag(tmp_path, mon
         assert len(server.creations) == 1
 
 
+def test_kill_while_caching_a_returned_round_submits_nothing_new(tmp_path, monkeypatch):
+    class Killed(BaseException):
+        pass
+
+    real_put, puts = ResponseCache.put, []
+
+    def dies_after_two(self, key, completion):
+        if len(puts) == 2:
+            raise Killed
+        puts.append(key)
+        real_put(self, key, completion)
+
+    with FakeBatchServer() as server:
+        monkeypatch.setattr(ResponseCache, "put", dies_after_two)
+        with pytest.raises(Killed):
+            client_for(server, tmp_path).complete(PROMPTS, PARAMS, step="s")
+        monkeypatch.setattr(ResponseCache, "put", real_put)
+        comps = client_for(server, tmp_path).complete(PROMPTS, PARAMS, step="s")
+        assert [c.text for c in comps] == [f" WORD{k}" for k in range(6)] and [c.cached for c in comps] == [True] * 2 + [False] * 4
+        assert len(server.creations) == 1
+
+
 def test_export_then_import_fills_the_cache(tmp_path):
     cache = tmp_path / "cache"
     exporter = ExportingClient("m", cache_dir=cache, export_dir=tmp_path / "run" / "batches")
@@ -204,3 +226,4 @@ def test_without_a_cache_answers_stay_in_the_state_folder(tmp_path):
         again = client_for(server, tmp_path, cache_dir=None).complete(PROMPTS, PARAMS, step="s")
         assert [c.text for c in again] == [c.text for c in first] and all(c.cached for c in again)
         assert len(server.creations) == 1 and (tmp_path / "batches" / "responses").is_dir()
+
