@@ -1,4 +1,5 @@
-"""The fast ROUGE-L engine equals rouge-score (the reference) exactly: every comparison is ``==``."""
+"""The fast ROUGE-L scorer equals rouge-score (the reference) exactly: every comparison is ``==``.
+The novelty filter built on it is tested in test_novelty.py."""
 
 import json
 import random
@@ -125,121 +126,41 @@ def test_equal_to_rouge_score_property(a, b):
     assert rouge.rougeL(a, b) == ref(a, b)
 
 
-def reference_filter(cands, pool, threshold=0.7, comparison="gt"):
-    """The released code's loop with rouge-score: (accepted, score, blocker) per candidate."""
-    pool = list(pool)
-    out = []
-    for c in cands:
-        scores = [ref(c, p) for p in pool]
-        m = max(scores, default=0.0)
-        too = m > threshold if comparison == "gt" else m >= threshold
-        out.append((False, m, pool[scores.index(m)]) if too else (True, None, None))
-        if not too:
-            pool.append(c)
-    return out
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_text, max_size=5), st.lists(_text, max_size=8))
+def test_max_equals_the_maximum_of_rouge_score_property(cands, pool):
+    """Ties among the best pool texts, empty texts on either side, pools sharing no word."""
+    assert rouge.max_rougeL(cands, pool) == [max((ref(c, p) for p in pool), default=0.0) for c in cands]
 
 
-def _decided(pool, cands, batch, **kw):
-    return [(d.accepted, d.score, d.blocker) for lo in range(0, len(cands), batch)
-            for d in pool.add_novel(cands[lo : lo + batch], **kw)]
+def test_max_ties_and_empty_texts():
+    pool = ["", "a", "a b c d", "b a", "x y"]
+    cands = ["", "!!!", "a b", "a", "q"]
+    assert rouge.max_rougeL(cands, pool) == [max(ref(c, p) for p in pool) for c in cands] == [0.0, 0.0, 2 / 3, 1.0, 0.0]
 
 
-def test_novelty_pool_matches_reference_loop_on_real_data(real_instructions, data):
-    seeds = [json.loads(line)["instruction"] for line in open(data / "self_instruct" / "seed_tasks.jsonl")]
-    rng = random.Random(1)
-    cands = rng.sample(real_instructions[427:], 250)
-    # add near-duplicates so that both decisions occur many times
-    cands += [c.replace("the", "a", 1) for c in cands[:60]] + cands[60:90]
-    rng.shuffle(cands)
-    want = reference_filter(cands, seeds)
-    pool = rouge.RougeIndex(seeds)
-    got = _decided(pool, cands, 7)  # batches: earlier accepted candidates of a batch count
-    assert got == want  # decisions, exact scores and blockers (the earliest among equals)
-    rejected = sum(not w[0] for w in want)
-    assert 50 < rejected < len(cands) - 50
-    assert len(pool) == len(seeds) + len(cands) - rejected
+def test_the_worker_count_reaches_the_lcs_kernel(monkeypatch):
+    """Every many-vs-many kernel call of max, top_k and scores runs on the index's ``workers`` threads
+    (a regression passed workers=1 and silently used one core)."""
+    seen = []
 
+    def spy(name):
+        real = getattr(rouge.process, name)
 
-def test_rejections_report_the_blocking_score():
-    pool = rouge.RougeIndex(["Write a poem about the sea and the moon."])
-    d, = pool.add_novel(["Write a poem about the sea and the sun."])
-    assert not d.accepted and d.blocker == "Write a poem about the sea and the moon."
-    assert d.score == ref("Write a poem about the sea and the sun.", d.blocker)
-    assert pool.add_novel(["List three prime numbers greater than one hundred."])[0].accepted
+        def call(*args, **kwargs):
+            seen.append((name, kwargs.get("workers")))
+            return real(*args, **kwargs)
+        return call
 
-
-def test_threshold_comparison_gt_vs_ge():
-    a, b = "one two three four five six seven eight nine ten", "one two three four five six seven x y z"
-    exact = ref(a, b)  # F1 = 2*7/20, whatever float rouge-score makes of it
-    assert rouge.RougeIndex([a]).add_novel([b], threshold=exact, comparison="gt")[0].accepted
-    assert not rouge.RougeIndex([a]).add_novel([b], threshold=exact, comparison="ge")[0].accepted
-    with pytest.raises(ValueError):
-        rouge.RougeIndex([]).add_novel(["x"], comparison="lt")
-    with pytest.raises(ValueError):
-        rouge.RougeIndex([]).add_novel(["x"], threshold=1.5)
-
-
-def test_within_batch_duplicates_and_max_accept():
-    pool = rouge.RougeIndex([])
-    out = pool.add_novel(["Name a famous painter.", "Name a famous painter.", "Describe how rain forms in clouds."])
-    assert [d.accepted for d in out] == [True, False, True]
-    assert out[1].blocker == "Name a famous painter." and out[1].score == 1.0
-    out = pool.add_novel(["List three rivers of Asia.", "Name two mountains in Chile.", "Sort the words."], max_accept=1)
-    assert [(d.accepted, d.over_limit) for d in out] == [(True, False), (False, True), (False, True)]
-    assert len(pool) == 3
-
-
-def _unpruned_filter(cands, pool, threshold=0.7):
-    """The same loop scored without any pruning: the full F1 matrix (checked == rouge-score above)."""
-    texts = list(pool) + list(cands)
-    f1 = rouge.RougeIndex(texts).scores(cands)
-    members = list(range(len(pool)))
-    out = []
-    for i in range(len(cands)):
-        row = f1[i, members]
-        k = int(np.argmax(row))
-        if row[k] > threshold:
-            out.append((False, float(row[k]), texts[members[k]]))
-        else:
-            out.append((True, None, None))
-            members.append(len(pool) + i)
-    return out
-
-
-def test_filter_prunes_with_the_shared_token_bound_and_stays_exact(real_instructions):
-    """Thousands of candidates against a pool that grows past the presence matrix's tail size (so the
-    matrix is rebuilt), in batches of 64 as step 1 runs: the same decisions, scores and blockers as
-    scoring every pair."""
-    rng = random.Random(5)
-    pool_texts = rng.sample(real_instructions, 300)
-    words = " ".join(real_instructions).split()
-    cands = []
-    for _ in range(2600):  # real instructions with words swapped: near-duplicates at every distance
-        base = rng.choice(real_instructions).split()
-        cands.append(" ".join(w if rng.random() < 0.8 else rng.choice(words) for w in base))
-    index = rouge.RougeIndex(pool_texts)
-    index._TAIL = 256
-    got = _decided(index, cands, 64)
-    rejected = sum(not g[0] for g in got)
-    assert 100 < rejected < len(cands) - 100
-    assert got == _unpruned_filter(cands, pool_texts)
-
-
-def test_exact_threshold_pairs_in_both_comparisons():
-    """Pairs whose F1 is exactly 2L/(m+n) = 0.7 (7 of 10 words, 7 of 8+12, 14 of 20+20) are where the
-    two comparisons differ; pruning must not change either decision."""
-    rng = random.Random(3)
-    vocab = [f"w{i}" for i in range(400)]
-    cands = []
-    for _ in range(60):
-        m, n, lcs = rng.choice([(10, 10, 7), (8, 12, 7), (12, 8, 7), (20, 20, 14), (15, 25, 14)])
-        shared = rng.sample(vocab, lcs)
-        a = shared + rng.sample(vocab, m - lcs)
-        b = shared + [w.upper() + "x" for w in rng.sample(vocab, n - lcs)]
-        cands += [" ".join(a), " ".join(b)]
-    for comparison in ("gt", "ge"):
-        want = reference_filter(cands, [], 0.7, comparison)
-        for batch in (1, 5):  # 1: every pair meets in the pool; 5: many meet inside a batch
-            got = _decided(rouge.RougeIndex([]), cands, batch, threshold=0.7, comparison=comparison)
-            assert got == want, (comparison, batch)
-    assert reference_filter(cands, [], 0.7, "gt") != reference_filter(cands, [], 0.7, "ge")
+    monkeypatch.setattr(rouge.process, "cdist", spy("cdist"))
+    monkeypatch.setattr(rouge.process, "cpdist", spy("cpdist"))
+    pool = ["Write a poem about the sea.", "List three prime numbers.", "Name a famous painter."]
+    queries = ["Write a poem about the moon.", "Name a painter."]
+    for method in ("max", "top_k", "scores"):
+        seen.clear()
+        index = rouge.RougeIndex(pool, workers=3)
+        getattr(index, method)(queries)
+        assert seen and all(w == 3 for _, w in seen), (method, seen)
+    seen.clear()
+    rouge.max_rougeL(queries, pool, workers=2)
+    assert seen and all(w == 2 for _, w in seen), seen
