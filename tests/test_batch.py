@@ -227,3 +227,58 @@ def test_without_a_cache_answers_stay_in_the_state_folder(tmp_path):
         assert [c.text for c in again] == [c.text for c in first] and all(c.cached for c in again)
         assert len(server.creations) == 1 and (tmp_path / "batches" / "responses").is_dir()
 
+
+def fake_run_batch(src, dst):
+    """What `python -m vllm.entrypoints.openai.run_batch -i src -o dst` writes, with scripted answers:
+    step 1 one novel instruction (pseudo-words drawn from the prompt's hash), step 2 Yes/No, step 3 one
+    instance."""
+    import hashlib
+    import random as _random
+
+    out = []
+    for raw in src.read_text().splitlines():
+        line = json.loads(raw)
+        step, prompt = line["custom_id"].split("-")[0], line["body"]["prompt"]
+        rng = _random.Random(hashlib.sha256(prompt.encode()).hexdigest())
+        syll = ["ka", "lo", "mi", "nu", "pe", "ri", "so", "tu", "ve", "xa"]
+        words = ["".join(rng.choice(syll) for _ in range(3)) for _ in range(8)]
+        text = {"instructions": " Summarize " + " ".join(words) + ".\n10.",
+                "classification": rng.choice([" Yes", " No"]),
+                "instances": f" Input: {words[0]} {words[1]}\nOutput: {words[2]}"}[step]
+        out.append({"id": "vllm-1", "custom_id": line["custom_id"], "error": None, "response": {
+            "status_code": 200, "request_id": "r",
+            "body": {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}}})
+    dst.write_text("".join(json.dumps(x) + "\n" for x in out))
+
+
+def test_export_import_rounds_run_a_whole_pipeline_offline(tmp_path, data):
+    from selfinstruct_utils.batch import export_pending
+    from selfinstruct_utils.pipeline import PipelineConfig
+    from selfinstruct_utils.runs import read_manifest
+
+    config = PipelineConfig(seed_tasks=str(data / "self_instruct" / "seed_tasks.jsonl"), num_instructions=3,
+                            request_batch_size=2)
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    exported = []
+    for _ in range(12):
+        pending = export_pending(run, config, model="m", cache_dir=cache, progress=False)
+        if pending is None:
+            break
+        lines = [json.loads(x) for x in pending.path.read_text().splitlines()]
+        exported.append((pending.step, [int(x["custom_id"].split("-")[1]) for x in lines]))
+        fake_run_batch(pending.path, tmp_path / "out.jsonl")
+        assert import_results(tmp_path / "out.jsonl", cache, run)["imported"] == len(lines)
+    steps = [s for s, _ in exported]
+    assert steps[-2:] == ["classification", "instances"] and set(steps[:-2]) == {"instructions"}
+    for _, ids in exported[:-2]:  # step 1: rounds of at most W = 2 consecutive requests
+        assert 1 <= len(ids) <= 2 and ids == list(range(ids[0], ids[0] + len(ids)))
+    assert exported[-2][1] == [0, 1, 2] and exported[-1][1] == [0, 1, 2]  # steps 2-3: all remaining at once
+    manifest = read_manifest(run)
+    assert manifest["invocations"][-1]["status"] == "finished"
+    assert len((run / "machine_generated_instructions.jsonl").read_text().splitlines()) == 3
+    assert (run / "finetuning").is_dir()
+    usage = [json.loads(x) for x in (run / "usage.jsonl").read_text().splitlines()]
+    # Tokens are counted once, at import; the run then counts the same requests as cache hits.
+    assert sum(u["requests"] for u in usage) == 10 and sum(u["prompt_tokens"] for u in usage) == 50
+    assert sum(u["cache_hits"] for u in usage) >= 10
