@@ -6,12 +6,14 @@ BIN    := $(VENV)/bin
 # llama-cpp-python compiles from source; a native (-march=native) build dies with "Illegal instruction"
 # on some machines, so build for a generic x86-64 target.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF
-export MPLBACKEND := Agg
+# Tests, figures and benchmarks draw without a display; `make lab` must not pass Agg to its kernels
+# (they would show no figure inline), so the backend is set for those targets only.
+test test-fast bench figures: export MPLBACKEND := Agg
 
 DEMO_EXTRAS := embedded
 ALL_EXTRAS  := embedded,notebooks,benepar,train,dev
 
-.PHONY: install install-demo demo test test-fast lint style bench figures seeds paper-data lab clean
+.PHONY: install install-demo demo test test-fast lint style bench figures seeds paper-data lab notebook-filter clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,8 +68,20 @@ seeds: install-demo
 paper-data: install-demo
 	$(BIN)/selfinstruct download --what all
 
-lab: install
-	$(BIN)/jupyter lab notebooks/
+## JupyterLab on the notebooks at http://127.0.0.1:8888/lab (the URL with its token is printed; LAB_PORT=...
+## for another port). As root (a container) it adds --allow-root, and --no-browser without a display; LAB_FLAGS=... adds more.
+## Installs the git filter that keeps outputs out of the tracked notebooks first.
+LAB_PORT  ?= 8888
+LAB_FLAGS ?=
+lab: install notebook-filter
+	env -u MPLBACKEND $(BIN)/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 --port $(LAB_PORT) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(if $(DISPLAY),,--no-browser) $(LAB_FLAGS)
+
+## nbstripout as a git filter (.gitattributes): outputs and execution counts never reach a commit or `git diff`.
+notebook-filter: install
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  $(BIN)/nbstripout --install --attributes .gitattributes && echo "nbstripout filter installed for notebooks/*.ipynb"; \
+	fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis

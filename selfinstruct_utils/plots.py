@@ -5,17 +5,17 @@ Figures are meant for print: axis labels with units, counts on bars, means marke
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-if not os.environ.get("DISPLAY") and "MPLBACKEND" not in os.environ:
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+# No backend is chosen here: matplotlib picks Agg on a machine without a display, and a Jupyter kernel
+# sets its inline backend itself (forcing Agg here would hide every figure in JupyterLab).
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "save",
@@ -32,7 +32,18 @@ __all__ = [
     "data_size_curve",
 ]
 
-sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
+
+
+def _styled(func):
+    """Draw ``func``'s figure in the kit's style (seaborn "paper" context, white grid, "deep" palette)
+    inside a context, so importing this module or drawing a figure never changes a caller's settings."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.1), sns.color_palette("deep"):
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 def save(fig, name: str, figures_dir: str | os.PathLike | None) -> list[Path]:
@@ -60,6 +71,7 @@ def _finish(fig, name: str | None, figures_dir: str | os.PathLike | None):
     return fig
 
 
+@_styled
 def bar_counts(counts: Mapping[str, int], *, title: str, xlabel: str = "count", name: str | None = None,
                figures_dir: str | os.PathLike | None = None):
     """Horizontal bars of named counts (e.g. rejections by reason), largest first, with the count printed."""
@@ -73,9 +85,11 @@ def bar_counts(counts: Mapping[str, int], *, title: str, xlabel: str = "count", 
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.set_xlim(0, max(values + [1]) * 1.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole counts: no 0.5 tick
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def histogram(values: Sequence[float], *, title: str, xlabel: str, bins: int | Sequence[float] = 30,
               name: str | None = None, figures_dir: str | os.PathLike | None = None, mark_mean: bool = True,
               clip: float | None = None, ax=None):
@@ -100,21 +114,42 @@ def histogram(values: Sequence[float], *, title: str, xlabel: str, bins: int | S
         ax.text(min(mean, drawn.max()), ax.get_ylim()[1] * 0.95, f" mean {mean:.2f}", va="top")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"count (n = {len(values)})")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     return _finish(ax.figure, name, figures_dir)
 
 
+@_styled
 def request_seconds(seconds: Sequence[float], labels: Sequence[str], *, title: str, name: str | None = None,
                     figures_dir: str | os.PathLike | None = None):
-    """Seconds per request, one bar per request (e.g. to show the prompt-prefix cache at work)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    sns.barplot(x=list(range(1, len(seconds) + 1)), y=list(seconds), hue=list(labels), ax=ax, dodge=False)
-    ax.set_xlabel("request (in order)")
-    ax.set_ylabel("seconds")
+    """Seconds per request grouped by kind (e.g. "whole prompt read" vs. "prefix reused"): every request
+    a dot, the median of each kind a bar, so the spread over repeated requests is visible.
+
+    Args:
+        seconds: wall-clock seconds of each request.
+        labels: the kind of each request (same length as ``seconds``).
+    """
+    if len(seconds) != len(labels):
+        raise ValueError(f"{len(seconds)} timings but {len(labels)} labels")
+    kinds = list(dict.fromkeys(labels))
+    values = np.asarray(seconds, dtype=float)
+    groups = [values[[lab == k for lab in labels]] for k in kinds]
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 * len(kinds) + 1.8))
+    palette = sns.color_palette("deep", len(kinds))
+    for y, g in enumerate(groups):
+        ax.barh(y, float(np.median(g)), color=palette[y], alpha=0.35, height=0.6)
+        jitter = np.linspace(-0.15, 0.15, len(g)) if len(g) > 1 else np.zeros(1)
+        ax.scatter(g, y + jitter, color=palette[y], zorder=3, s=18)
+        ax.text(float(g.max()), y, f"  median {np.median(g):.3f} s (n = {len(g)}, {g.min():.3f}-{g.max():.3f})",
+                va="center", fontsize=8)
+    ax.set_yticks(range(len(kinds)), kinds)
+    ax.set_xlim(0, float(values.max()) * 1.9 if len(values) else 1)
+    ax.set_xlabel("seconds per request (dots: each request; bar: median)")
     ax.set_title(title)
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def verb_noun_sunburst(table, *, title: str = "Top verbs (inner) and their direct-object nouns (outer)",
                        name: str | None = None, figures_dir: str | os.PathLike | None = None):
     """Paper Figure 2: inner ring the top verbs, outer ring each verb's top nouns, sized by counts.
@@ -152,6 +187,7 @@ def verb_noun_sunburst(table, *, title: str = "Top verbs (inner) and their direc
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def length_distributions(lengths, *, title: str = "Length distributions", name: str | None = None,
                          figures_dir: str | os.PathLike | None = None, clip: int = 150):
     """Paper Figure 4: one histogram per field (instruction, non-empty input, output), lengths in words.
@@ -174,31 +210,39 @@ def length_distributions(lengths, *, title: str = "Length distributions", name: 
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def rating_distribution(counts, *, title: str = "Ratings per model", name: str | None = None,
                         figures_dir: str | os.PathLike | None = None):
     """Paper Figure 6: per model, the share of responses rated A, B, C and D as a stacked bar.
 
     Args:
-        counts: rows models, columns A-D (from :func:`selfinstruct_utils.analysis.human_eval.ratings_by_model`).
+        counts: rows models, columns A-D (from :func:`selfinstruct_utils.analysis.human_eval.ratings_by_model`),
+            optionally a further column of answers an LM rater gave no grade (drawn grey, counted in n).
+    The number of rated responses of each model is written beside its name; the legend sits right of
+    the bars, away from the title.
     """
-    shares = counts.div(counts.sum(axis=1).where(lambda s: s > 0, 1), axis=0) * 100
+    counts = counts.copy()
+    n = counts.sum(axis=1)
+    shares = counts.div(n.where(lambda v: v > 0, 1), axis=0) * 100
     shares = shares.sort_values(by=[c for c in ("A", "B") if c in shares.columns], ascending=True)
     colors = {"A": "#1a9850", "B": "#a6d96a", "C": "#fdae61", "D": "#d73027"}
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(shares) + 1.5))
+    fig, ax = plt.subplots(figsize=(8.5, 0.5 * len(shares) + 1.5))
+    labels = [f"{m} (n={int(n[m])})" for m in shares.index]
     left = np.zeros(len(shares))
     for col in shares.columns:
-        ax.barh(shares.index, shares[col], left=left, color=colors.get(col), label=col, edgecolor="white")
+        ax.barh(labels, shares[col], left=left, color=colors.get(col, "#bdbdbd"), label=col, edgecolor="white")
         for y, (x0, w) in enumerate(zip(left, shares[col], strict=True)):
             if w >= 6:
                 ax.text(x0 + w / 2, y, f"{w:.0f}%", ha="center", va="center", fontsize=8)
         left += shares[col].to_numpy()
     ax.set_xlim(0, 100)
-    ax.set_xlabel(f"share of responses (%), n = {int(counts.sum(axis=1).max())} per model")
-    ax.legend(title="rating", ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    ax.set_title(title, pad=28)
+    ax.set_xlabel("share of the model's rated responses (%)")
+    ax.legend(title="rating", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_title(title)
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wilson interval)", name: str | None = None,
                  figures_dir: str | os.PathLike | None = None):
     """Paper Table 2 as a figure: percent "yes" per question with its interval; the paper's value marked.
@@ -221,6 +265,7 @@ def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wil
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def histograms(series: Mapping[str, Sequence[float]], *, xlabel: str, bins: int | Sequence[float] = 20,
                name: str | None = None, figures_dir: str | os.PathLike | None = None):
     """One histogram per named series, side by side (e.g. Figure 3 for several datasets)."""
@@ -230,6 +275,7 @@ def histograms(series: Mapping[str, Sequence[float]], *, xlabel: str, bins: int 
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def score_boxplot(table, *, x: str, y: str, title: str, xlabel: str, name: str | None = None,
                   figures_dir: str | os.PathLike | None = None):
     """Horizontal box plots of ``table[x]`` per ``table[y]`` group, ordered by mean (e.g. ROUGE-L per model)."""
@@ -241,6 +287,7 @@ def score_boxplot(table, *, x: str, y: str, title: str, xlabel: str, name: str |
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def loss_curve(losses, *, title: str = "Training loss (completion tokens)", name: str | None = None,
                figures_dir: str | os.PathLike | None = None):
     """Training loss per optimizer step, with a rolling mean when there are many steps.
@@ -260,6 +307,7 @@ def loss_curve(losses, *, title: str = "Training loss (completion tokens)", name
     return _finish(fig, name, figures_dir)
 
 
+@_styled
 def data_size_curve(curve, *, title: str = "Instruction tuning: response quality vs. data size (paper Figure 7)",
                     ylabel: str = "ROUGE-L F1 vs. reference (user-oriented tasks)", name: str | None = None,
                     figures_dir: str | os.PathLike | None = None):

@@ -31,6 +31,7 @@ __all__ = [
     "classifier_eval_tasks",
     "seed_split",
     "classifier_metrics",
+    "metrics_table",
     "evaluate_classifier",
     "field_names",
     "instance_quality",
@@ -107,6 +108,19 @@ def classifier_metrics(labels: Sequence[bool], predicted: Sequence[bool | None])
             "unreadable": sum(1 for p in predicted if p is None), "predicted_yes": tp + fp}
 
 
+def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """:func:`classifier_metrics` as a table: rows ``accuracy``, ``precision``, ``recall``, ``f1``;
+    columns ``value`` (3 decimals, or "undefined (0/0)") and ``from counts`` (e.g. "3 / 5")."""
+    m = metrics
+    ratios = {"accuracy": (m["tp"] + m["tn"], m["n"]), "precision": (m["tp"], m["tp"] + m["fp"]),
+              "recall": (m["tp"], m["tp"] + m["fn"])}
+    rows = {k: {"value": f"{num / den:.3f}" if den else "undefined (0/0)", "from counts": f"{num} / {den}"}
+            for k, (num, den) in ratios.items()}
+    num, den = 2 * m["tp"], 2 * m["tp"] + m["fp"] + m["fn"]  # F1 = 2tp / (2tp + fp + fn)
+    rows["f1"] = {"value": f"{num / den:.3f}" if den else "undefined (0/0)", "from counts": f"{num} / {den} (2tp / (2tp + fp + fn))"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("metric")
+
+
 @dataclass
 class ClassifierReport:
     """A step-2 evaluation.
@@ -132,6 +146,12 @@ class ClassifierReport:
         return pd.DataFrame([[m["tp"], m["fn"]], [m["fp"], m["tn"]]],
                             index=pd.Index(["classification", "generation"], name="label"),
                             columns=pd.Index(["said yes", "said no / unreadable"], name="model"))
+
+    def table(self) -> pd.DataFrame:
+        """The metrics as a table for reading: each value beside the counts it comes from, and a ratio
+        whose denominator is 0 (no "Yes" answers: precision; no classification task: recall) shown as
+        "undefined (0/0)" rather than the 0 that :func:`classifier_metrics` stores for sorting."""
+        return metrics_table(self.metrics)
 
     def row(self) -> dict[str, Any]:
         """One row for a comparison table (per template and model)."""

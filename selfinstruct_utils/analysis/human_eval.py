@@ -7,6 +7,8 @@
   statistics (Cohen's kappa on four levels and on acceptable vs. not; Spearman's rho).
 - :func:`open_rating_sheet` gives each rater a sheet of their own (created once, never overwritten);
   :func:`load_all_ratings` reads every rater's sheet for Figure 6 and the agreement.
+- :func:`open_sheet_for_models` keeps one sheet folder per set of models under one root: a new set
+  (e.g. the kit's own models after notebook 10) opens a new sheet, earlier sheets keep their answers.
 - :func:`rouge_by_model` gives an automatic view, clearly labelled as automatic (the LM as a rater is
   :func:`selfinstruct_utils.rater.lm_rate`).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,17 @@ __all__ = [
     "open_rating_sheet",
     "load_all_ratings",
     "agreement_between_raters",
+    "KEY_FILE",
+    "sheet_digest",
+    "OpenedSheet",
+    "sheet_folders",
+    "open_sheet_for_models",
+    "sheets_summary",
+    "rating_counts",
+    "rating_counts_all_sheets",
+    "on_common_tasks",
+    "UNGRADED",
+    "lm_rating_counts",
 ]
 
 #: The four-level scale (paper Sec. 4.4, in our words).
@@ -314,3 +328,170 @@ def rouge_by_model(predictions: pd.DataFrame) -> pd.DataFrame:
     out = predictions.copy()
     out["rougeL"] = paired(out["target"].tolist(), out["response"].tolist())
     return out
+
+
+# --- one sheet per set of models: a new set opens a new sheet, earlier sheets keep their answers -------------
+
+#: The key file that marks a folder as one sheet (items -> models).
+KEY_FILE = "rating_key.csv"
+
+
+def sheet_digest(sheet: pd.DataFrame, key: pd.DataFrame) -> str:
+    """A short hash (12 hex digits) of a blind sheet's items: task, slot, response and model of each item.
+
+    Two sheets with the same digest show raters the same responses in the same order with the same key;
+    a new model, a re-generated answer, another seed or other tasks give another digest.
+    """
+    import hashlib
+
+    merged = sheet[["item", "task", "slot", "instruction", "input", "response"]].merge(key, on="item", validate="one_to_one")
+    return hashlib.sha256(merged.to_csv(index=False).encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class OpenedSheet:
+    """Where this rater's sheet for one set of models lives (from :func:`open_sheet_for_models`).
+
+    Attributes:
+        folder: the sheet's folder (its key ``rating_key.csv`` and one ``rating_<rater>.csv`` per rater).
+        sheet_path, key_path: this rater's sheet and the shared key.
+        models: the models on the sheet, sorted.
+        tasks: the number of tasks on it.
+        new: True when this call created the folder's key (a new set of models).
+        earlier: the other sheet folders under the same root, which keep their answers.
+        message: one line saying which sheet is open and why.
+    """
+
+    folder: Path
+    sheet_path: Path
+    key_path: Path
+    models: tuple[str, ...]
+    tasks: int
+    new: bool
+    earlier: tuple[Path, ...]
+    message: str
+
+
+def sheet_folders(root: str | os.PathLike) -> list[Path]:
+    """Every sheet folder under ``root``: ``root`` itself when it holds a key (the layout before sheets
+    got folders of their own) and each subfolder that holds one, oldest key first."""
+    root = Path(root)
+    found = [root] if (root / KEY_FILE).is_file() else []
+    found += [p.parent for p in root.glob(f"*/{KEY_FILE}")]
+    return sorted(found, key=lambda p: ((p / KEY_FILE).stat().st_mtime_ns, str(p)))
+
+
+def open_sheet_for_models(predictions: pd.DataFrame, root: str | os.PathLike, rater: str, *, seed: int = 0,
+                          tasks: list[int] | None = None, models: Sequence[str] | None = None) -> OpenedSheet:
+    """This rater's blind sheet for the models in ``predictions``, in a folder of its own under ``root``.
+
+    A sheet's folder is ``root/sheet-<digest>`` (:func:`sheet_digest`), so a new set of models (e.g.
+    after notebook 10 adds the kit's own) opens a new sheet there, and every earlier sheet keeps its
+    folder, key and answers untouched. A ``root`` that itself holds a matching key (sheets made before
+    folders) is used as it is. Within a folder, :func:`open_rating_sheet` creates each rater's sheet once.
+
+    Args:
+        predictions: from :func:`load_predictions`.
+        root: the folder that holds every sheet (``SHEET_DIR`` of notebook 09).
+        rater: the rater's name (file ``rating_<rater>.csv``).
+        seed, tasks: as in :func:`rating_sheet`.
+        models: only these models, on the tasks every one of them answered (e.g. the kit's tuned and
+            untuned pair for a sheet of their own).
+    Returns:
+        An :class:`OpenedSheet`.
+    Raises:
+        ValueError: ``models`` names a model not in ``predictions``, or they share no task.
+    """
+    root = Path(root)
+    if models is not None:
+        missing = sorted(set(models) - set(predictions["model"]))
+        if missing:
+            raise ValueError(f"no predictions of {missing} (models present: {sorted(set(predictions['model']))})")
+        predictions = predictions[predictions["model"].isin(list(models))]
+        per_task = predictions.groupby("task")["model"].nunique()
+        common = sorted(int(t) for t in per_task[per_task == len(set(models))].index)
+        if not common:
+            raise ValueError(f"{list(models)} answered no task in common")
+        tasks = common if tasks is None else [t for t in tasks if t in set(common)]
+    sheet, key = rating_sheet(predictions, seed=seed, tasks=tasks)
+    legacy = root / KEY_FILE
+    if legacy.is_file() and pd.read_csv(legacy, dtype={"item": int, "model": str}).equals(key.astype({"item": int})):
+        folder = root
+    else:
+        folder = root / f"sheet-{sheet_digest(sheet, key)}"
+    earlier = tuple(p for p in sheet_folders(root) if p != folder)
+    new = not (folder / KEY_FILE).exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    sheet_path, key_path = open_rating_sheet(predictions, folder, rater, seed=seed, tasks=tasks)
+    names = tuple(sorted(key["model"].unique()))
+    n_tasks = int(sheet["task"].nunique())
+    what = f"{len(names)} models on {n_tasks} tasks"
+    if new and earlier:
+        message = (f"a new set of models ({what}): opened a new sheet in {folder}; the {len(earlier)} earlier "
+                   f"sheet(s) keep their answers ({', '.join(str(p) for p in earlier)})")
+    elif new:
+        message = f"opened a new sheet in {folder} ({what})"
+    else:
+        message = f"the sheet for these models ({what}) is {folder}" + (
+            f"; {len(earlier)} other sheet(s) beside it" if earlier else "")
+    return OpenedSheet(folder, sheet_path, key_path, names, n_tasks, new, earlier, message)
+
+
+def sheets_summary(root: str | os.PathLike) -> pd.DataFrame:
+    """One row per sheet folder under ``root``: ``sheet`` (folder), ``models``, ``items``, ``raters``,
+    ``rated`` (answers given, all raters together)."""
+    rows = []
+    for folder in sheet_folders(root):
+        key = pd.read_csv(folder / KEY_FILE, dtype={"item": int, "model": str})
+        ratings = load_all_ratings(folder)
+        rows.append({"sheet": str(folder), "models": int(key["model"].nunique()), "items": len(key),
+                     "raters": int(ratings["rater"].nunique()), "rated": int((ratings["rating"] != "").sum())})
+    return pd.DataFrame(rows, columns=["sheet", "models", "items", "raters", "rated"])
+
+
+def rating_counts(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Figure 6's counts from :func:`load_all_ratings`: rows models, columns A-D, unrated left out."""
+    rated = ratings[ratings["rating"].isin(list(SCALE))]
+    if rated.empty:
+        return pd.DataFrame(columns=list(SCALE), dtype=int)
+    return rated.groupby(["model", "rating"]).size().unstack(fill_value=0).reindex(columns=list(SCALE), fill_value=0)
+
+
+def rating_counts_all_sheets(root: str | os.PathLike) -> pd.DataFrame:
+    """Figure 6's counts over every sheet under ``root``: a model rated on several sheets (e.g. the kit's
+    pair on a sheet of its own and on the sheet with the published models) adds up its ratings."""
+    frames = [rating_counts(load_all_ratings(f)) for f in sheet_folders(root)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(SCALE))
+    return pd.concat(frames).groupby(level=0).sum().reindex(columns=list(SCALE), fill_value=0)
+
+
+def on_common_tasks(predictions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``predictions`` restricted to the tasks every model answered, and their number.
+
+    A model of the kit evaluated on 16 tasks and the published ones on 252 are compared on those 16
+    only, so every box or mean in a view is over the same tasks.
+    """
+    per_task = predictions.groupby("task")["model"].nunique()
+    common = per_task[per_task == predictions["model"].nunique()].index
+    return predictions[predictions["task"].isin(common)], int(len(common))
+
+
+#: The column that counts answers an LM rater gave no grade (see :func:`lm_rating_counts`).
+UNGRADED = "no grade"
+
+
+def lm_rating_counts(rated: pd.DataFrame, key: pd.DataFrame) -> pd.DataFrame:
+    """Counts of an LM rater's grades per model with the answers it gave no grade counted, not dropped.
+
+    Args:
+        rated: a sheet filled by :func:`selfinstruct_utils.rater.lm_rate` (``rating`` A-D or "").
+        key: the sheet's key.
+    Returns:
+        Rows every model of the key, columns A-D and :data:`UNGRADED`.
+    """
+    merged = rated[["item", "rating"]].merge(key, on="item", validate="one_to_one")
+    merged["rating"] = merged["rating"].where(merged["rating"].isin(list(SCALE)), UNGRADED)
+    table = merged.groupby(["model", "rating"]).size().unstack(fill_value=0)
+    return table.reindex(index=sorted(key["model"].unique()), columns=[*SCALE, UNGRADED], fill_value=0)

@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 __all__ = ["QUESTIONS", "ANSWERS", "PAPER_TABLE2", "sample_for_review", "save_sheet", "load_sheet", "open_review_sheet",
-           "load_review_sheets", "quality_table"]
+           "review_shortfall", "load_review_sheets", "quality_table"]
 
 #: The three questions a rater answers per item (paper Table 2, in our words); "all fields valid" is
 #: derived from them.
@@ -116,6 +116,19 @@ def open_review_sheet(df: pd.DataFrame, folder: str | os.PathLike, rater: str, *
         sheet["rater"] = rater
         save_sheet(sheet, path)
     return path
+
+
+def review_shortfall(path: str | os.PathLike, asked: int, df: pd.DataFrame | None = None) -> str | None:
+    """One line when the sheet at ``path`` holds fewer items than ``asked`` (None when it holds them all):
+    how many it holds and why (the dataset has no more distinct instructions with an output)."""
+    have = len(pd.read_csv(path, dtype=str, keep_default_na=False))
+    if have >= asked:
+        return None
+    why = ""
+    if df is not None:
+        distinct = int(df[df["output"].notna()]["instruction"].nunique())
+        why = f": the dataset has {distinct} distinct instructions with an output"
+    return f"NOTE: the sheet holds {have} items, not the {asked} asked{why} (the sample takes one item per instruction)"
 
 
 def load_review_sheets(folder: str | os.PathLike) -> list[pd.DataFrame]:
