@@ -10,6 +10,9 @@ Examples::
     selfinstruct summary runs/a
     selfinstruct download                              # seed tasks, user-oriented set, predictions
     selfinstruct download --what paper superni alpaca  # the 82K data, SuperNI test set, Alpaca 52K
+
+Exit status: 0 done; 2 a clear error (one line, no traceback; also bad options); 3 the run ended short of
+its target (step 1's request budget ran out: the summary and the manifest say so); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,8 +25,31 @@ import sys
 from pathlib import Path
 
 from .pipeline import STEPS, PipelineConfig, format_summary, run_pipeline
+from .session import SERVER_TOKENS_PER_SECOND
 
 DEFAULT_CACHE = Path(os.environ.get("SELFINSTRUCT_CACHE", Path.home() / ".cache" / "selfinstruct-kit" / "lm"))
+
+
+def _at_least(low: float, kind=int):
+    """An argparse type: a number of ``kind`` that is at least ``low`` (refused before anything starts)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value != value or value < low or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} is below the least allowed value {low}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = _at_least(0.0, float)(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
 
 
 def _add_lm_args(p: argparse.ArgumentParser) -> None:
@@ -34,9 +60,14 @@ def _add_lm_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-url", help="server URL ending in /v1 (backend server)")
     g.add_argument("--gguf", help="GGUF file for the embedded backend (default: SmolLM2-135M-Instruct)")
     g.add_argument("--api", choices=["completions", "chat"], default="completions")
-    g.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: 1 embedded, 8 otherwise)")
-    g.add_argument("--timeout", type=float, default=None,
-                   help="seconds per request (default: 120; embedded: derived from max_tokens and the speed measured at start)")
+    g.add_argument("--concurrency", type=_at_least(1), default=None,
+                   help="requests in flight in every step (default: 1 embedded, 8 otherwise); step 1 keeps at most "
+                        "--request-batch-size of them in flight")
+    g.add_argument("--timeout", type=_at_least(0.001, float), default=None,
+                   help="seconds per request (default: derived from max_tokens: 60 + max_tokens / --tokens-per-second)")
+    g.add_argument("--tokens-per-second", type=_at_least(0.001, float), default=None,
+                   help="the slowest per-request generation speed to allow for, queueing included, for derived "
+                        "timeouts (default: embedded: measured at start / 15; otherwise 2)")
     g.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="response cache folder ('' for none)")
 
 
@@ -54,11 +85,11 @@ _CONFIG_OPTIONS = {
 def _add_run_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--run-dir", default="runs/demo" if demo else None, required=not demo)
     p.add_argument("--seed-tasks", help="seed task JSONL (default: the paper's 175 from the data folder)")
-    p.add_argument("--num-instructions", type=int, help=f"instructions to keep (default {30 if demo else 100})")
+    p.add_argument("--num-instructions", type=_at_least(1), help=f"instructions to keep (default {30 if demo else 100})")
     p.add_argument("--seed", type=int, help="random seed (default 42)")
-    p.add_argument("--request-batch-size", type=int, help="step-1 requests per pool state (default 4)")
-    p.add_argument("--max-requests", type=int, help="step-1 request budget (default 20 + 4 x num-instructions)")
-    p.add_argument("--rouge-threshold", type=float, help="novelty filter threshold (default 0.7)")
+    p.add_argument("--request-batch-size", type=_at_least(1), help="step-1 requests per pool state (default 4)")
+    p.add_argument("--max-requests", type=_at_least(1), help="step-1 request budget (default 20 + 4 x num-instructions)")
+    p.add_argument("--rouge-threshold", type=_fraction, help="novelty filter threshold (default 0.7)")
     p.add_argument("--rouge-comparison", choices=["gt", "ge"], help="reject when max ROUGE-L > (gt, default) or >= (ge) it")
     p.add_argument("--keep-whole-last-batch", action="store_const", const=True, default=None,
                    help="keep every novel instruction of step 1's last batch, as the released code (default: exactly N)")
@@ -67,8 +98,8 @@ def _add_run_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--templates", choices=["kit", "released"], default=None,
                    help="prompts of steps 1-3: kit (default; the kit's own few-shot examples) or released (the original "
                         "code's, fetched once from its repository; needs internet the first time)")
-    p.add_argument("--instruction-max-tokens", type=int, default=None, help="step 1 max_tokens (Table 4: 1024)")
-    p.add_argument("--instance-max-tokens", type=int, default=None, help="step 3 max_tokens (Table 4: 300)")
+    p.add_argument("--instruction-max-tokens", type=_at_least(1), default=None, help="step 1 max_tokens (Table 4: 1024)")
+    p.add_argument("--instance-max-tokens", type=_at_least(1), default=None, help="step 3 max_tokens (Table 4: 300)")
     p.add_argument("--force-new-config", action="store_true",
                    help="continue a run under a changed configuration (recorded in its manifest)")
     p.add_argument("--no-progress", action="store_true")
@@ -97,14 +128,17 @@ def _client(args, embedded=None):
     cache = args.cache_dir or None
     if args.backend == "embedded":
         with embedded as lm:
-            yield lm.client(api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 1,
-                            **({"timeout": args.timeout} if args.timeout else {})), lm.describe()
+            extra = {"timeout": args.timeout} if args.timeout else {}
+            if args.tokens_per_second:
+                extra["tokens_per_second"] = args.tokens_per_second
+            yield lm.client(api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 1, **extra), lm.describe()
         return
     from .llm import LMClient
 
     client = LMClient(args.model, base_url=args.base_url if args.backend == "server" else None,
                       api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 8,
-                      timeout=args.timeout or 120.0)
+                      timeout=args.timeout, tokens_per_second=args.tokens_per_second or SERVER_TOKENS_PER_SECOND,
+                      retry_timeouts=False)
     yield client, {"backend": args.backend}
 
 
@@ -124,18 +158,27 @@ def _run(args, steps: tuple[str, ...], demo: bool) -> int:
         run_pipeline(None, args.run_dir, config, steps=steps, progress=not args.no_progress,
                      force_new_config=args.force_new_config, source="cli")
         print(format_summary(args.run_dir))
-        return 0
+        return _exit_status(args.run_dir)
     if args.backend == "embedded":
         from .local_lm import EmbeddedLM
 
         embedded = EmbeddedLM(args.gguf).resolve()
         identity = embedded.identity
-    check_resumable(args.run_dir, config, identity=identity, force_new_config=args.force_new_config)
+    check_resumable(args.run_dir, config, identity=identity, api=args.api,
+                    force_new_config=args.force_new_config)
     with _client(args, embedded) as (client, backend):
         run_pipeline(client, args.run_dir, config, steps=steps, backend=backend, progress=not args.no_progress,
                      force_new_config=args.force_new_config, source="cli")
     print(format_summary(args.run_dir))
-    return 0
+    return _exit_status(args.run_dir)
+
+
+def _exit_status(run_dir) -> int:
+    """0, or EXIT_INCOMPLETE (3) when the run fell short of its target (its manifest says ``incomplete``)."""
+    from .pipeline import EXIT_INCOMPLETE
+    from .runs import read_manifest
+
+    return EXIT_INCOMPLETE if (read_manifest(run_dir) or {}).get("status") == "incomplete" else 0
 
 
 def _eval_classifier(args) -> int:
@@ -271,6 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     p_ev.add_argument("--superni", nargs="?", const="", default=None, metavar="FILE",
                       help="also score held-out SuperNI tasks (default file: the downloaded test set)")
     p_ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p_rep = sub.add_parser("report", help="one self-contained HTML page comparing datasets at equal size (analysis extra)")
+    p_rep.add_argument("data", nargs="+", help="files or run directories (anything the analyses load)")
+    p_rep.add_argument("--out", required=True, help="the HTML file to write")
+    p_rep.add_argument("--names", nargs="+", default=None, help="one name per dataset (default: registry or file name)")
+    p_rep.add_argument("--n", type=int, default=None, help="instructions per subsample (default: the smallest set's)")
+    p_rep.add_argument("--repeats", type=int, default=10, help="subsamples per dataset")
+    p_rep.add_argument("--seed", type=int, default=0)
+    p_rep.add_argument("--seed-tasks", default=None, help="seed tasks for ROUGE-L to the seeds (default: the paper's)")
+    p_rep.add_argument("--no-progress", action="store_true")
 
     args = parser.parse_args(argv)
     try:
@@ -282,6 +334,17 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "summary":
             print(format_summary(args.run_dir))
+            return 0
+        if args.command == "report":
+            from .report import build_report
+
+            try:
+                out = build_report(args.data, args.out, names=args.names, n=args.n, repeats=args.repeats, seed=args.seed,
+                                   seed_tasks=args.seed_tasks, progress=not args.no_progress)
+            except ValueError as err:  # n larger than a dataset, two datasets with one name
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            print(f"written: {out}")
             return 0
         if args.command == "download":
             from .download import download
@@ -301,10 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         from .llm import LMRequestError
         from .local_lm import EmbeddedLMError
         from .records import DataFormatError
-        from .runs import ConfigChangedError
+        from .runs import ConfigChangedError, RunLockedError
 
         if isinstance(err, DataNotFoundError | DataFormatError | LMRequestError | EmbeddedLMError | ConnectionError
-                      | ConfigChangedError):
+                      | ConfigChangedError | RunLockedError):
             print(f"error: {err}", file=sys.stderr)
             return 2
         raise

@@ -12,13 +12,24 @@ Step 1, as the paper's Sec. 2.2 reads, in three pieces:
 Step 2, :func:`classify_instructions`: is each instruction a classification task? Step 3,
 :func:`generate_instances`: input-first or output-first instances for each instruction.
 
-Every step appends its records to the run directory as they arrive and resumes where a previous run
-stopped. Randomness is seeded per request (``seed`` and request index), so a resumed run builds the
-same prompts as an uninterrupted one. Each batch's LM usage goes to the run's usage log first.
+Every step keeps up to ``max_concurrency`` requests in flight at every moment (a continuous window, no
+batch barrier: a new request leaves as soon as one returns), writes its records in input order as
+they become ready, and resumes where a previous run stopped. Step 1 stays deterministic without a
+barrier: request r is built from the pool as decided after requests ``<= r - W`` (W =
+``request_batch_size``) and candidates are decided in request order, so the same seed gives the same
+files whatever order the answers arrive in. Randomness is seeded per request (``seed`` and request
+index), so a resumed run builds the same prompts as an uninterrupted one. Each answer's LM usage goes
+to the run's usage log where the answer is cached, before its record is written.
+
+Clients with a true ``batch_api`` attribute (a batch API: ``complete`` blocks until a whole round
+returns) are driven in rounds instead: steps 2-3 send all remaining requests in one ``complete`` call,
+step 1 sends every request its schedule allows (W per round); the request -> pool mapping, hence
+the files, are the same as with a live client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
@@ -28,22 +39,30 @@ from collections.abc import Callable, Sequence
 from tqdm.auto import tqdm
 
 from .filters import instruction_rejection_reason
-from .llm import TABLE4, LMClient, SamplingParams
+from .llm import TABLE4, Completion, LMClient, SamplingParams, _run_sync
+from .novelty import NoveltyPool
 from .parse import parse_instructions, parse_is_classification
 from .records import SeedTask, write_jsonl
-from .rouge import RougeIndex
 from .runs import RunDir, StepResult
 from .templates import KIT_TEMPLATES, TemplateSet
 
 __all__ = [
     "request_seed",
+    "step_seed",
     "sample_prompt_instructions",
     "build_prompts",
     "decide_candidates",
     "generate_instructions",
     "classify_instructions",
     "generate_instances",
+    "SCHEDULERS",
 ]
+
+#: Step 1's schedules. "lag" (runs started by this version): request r sees the decisions of requests
+#: ``<= r - W``, so W requests are in flight continuously. "batch" (runs started before; their manifests
+#: have no ``scheduler`` field): batches of W requests built from the pool as it was when the batch
+#: started, each waiting for the previous one. Both equal the sequential method when W = 1.
+SCHEDULERS = ("lag", "batch")
 
 
 def request_seed(seed: int, request_idx: int) -> int:
@@ -73,7 +92,10 @@ def sample_prompt_instructions(
         ``num_prompt_instructions`` instructions (fewer only if the seed pool is too small).
     Source: paper Sec. 2.2, "Instruction Generation".
     """
-    machine = rng.sample(list(machine_instructions), min(num_machine_instructions, len(machine_instructions)))
+    if not isinstance(machine_instructions, Sequence):
+        machine_instructions = list(machine_instructions)
+    # random.sample draws the same items from any sequence of the same length: no copy of the pool.
+    machine = rng.sample(machine_instructions, min(num_machine_instructions, len(machine_instructions)))
     n_seed = min(num_prompt_instructions - len(machine), len(seed_instructions))
     chosen = machine + rng.sample(list(seed_instructions), n_seed)
     rng.shuffle(chosen)
@@ -118,7 +140,7 @@ def build_prompts(
 def decide_candidates(
     text: str | None,
     finish_reason: str | None,
-    pool: RougeIndex,
+    pool: NoveltyPool,
     *,
     threshold: float = 0.7,
     comparison: str = "gt",
@@ -129,7 +151,7 @@ def decide_candidates(
 
     The continuation is parsed (:func:`~selfinstruct_utils.parse.parse_instructions`), the rule filters
     run (:func:`~selfinstruct_utils.filters.instruction_rejection_reason`), then the ROUGE-L novelty
-    filter (:meth:`~selfinstruct_utils.rouge.RougeIndex.add_novel`).
+    filter (:meth:`~selfinstruct_utils.novelty.NoveltyPool.add_novel`).
 
     Args:
         text, finish_reason: the completion.
@@ -159,7 +181,7 @@ def decide_candidates(
         if dec.accepted:
             record = {"instruction": inst}
             if record_similar:
-                (neighbours, mean), = pool.top_k([inst], record_similar, upto=n_before + len(kept))
+                (neighbours, mean), = pool.index.top_k([inst], record_similar, upto=n_before + len(kept))
                 record["most_similar"] = dict(neighbours)
                 record["avg_similarity_score"] = mean
             kept.append(record)
@@ -174,6 +196,109 @@ def decide_candidates(
 
 def _bar(total: int, desc: str, progress: bool, initial: int = 0):
     return tqdm(total=total, desc=desc, initial=initial, disable=not progress, unit="it", dynamic_ncols=True)
+
+
+class _Prefix(Sequence):
+    """The first ``n`` items of a list, without a copy (the pool as a request saw it)."""
+
+    __slots__ = ("items", "n")
+
+    def __init__(self, items: list, n: int):
+        self.items, self.n = items, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.items[: self.n][i]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.items[i]
+
+
+def _round_client(client) -> bool:
+    """Does this client answer whole rounds at once (a batch API) rather than single requests?"""
+    return bool(getattr(client, "batch_api", False))
+
+
+#: A job: (request index, prompt, per-request seed or None).
+_Job = tuple[int, str, int | None]
+
+
+async def _drive(client: LMClient, step: str, params: SamplingParams, next_job: Callable[[], _Job | None],
+                 deliver: Callable[[int, Completion], None], window: int,
+                 on_usage: Callable[[Completion, int], None]) -> None:
+    """Keep up to ``window`` requests in flight: ask ``next_job`` for a request whenever a slot is free
+    (None: nothing can be sent now), hand each answer to ``deliver`` as it arrives, until nothing is in
+    flight and nothing can be sent. One HTTP client (connection pool) serves every request. A failed
+    request cancels the others and raises after the answers already received were delivered."""
+    http = client.open_http()
+    finished: asyncio.Queue = asyncio.Queue()
+    inflight: dict[asyncio.Task, int] = {}
+    try:
+        while True:
+            while len(inflight) < window:
+                job = next_job()
+                if job is None:
+                    break
+                rid, prompt, seed = job
+                p = params if seed is None else params.replace(seed=seed)
+                task = asyncio.ensure_future(client.arequest(http, prompt, p, step=step, request_id=rid, on_usage=on_usage))
+                inflight[task] = rid
+                task.add_done_callback(finished.put_nowait)
+            if not inflight:
+                return
+            task = await finished.get()
+            rid = inflight.pop(task)
+            err = task.exception()
+            if err is not None:
+                while not finished.empty():  # answers that arrived meanwhile still reach their records
+                    other = finished.get_nowait()
+                    other_rid = inflight.pop(other)
+                    if not other.cancelled() and other.exception() is None:
+                        deliver(other_rid, other.result())
+                raise err
+            deliver(rid, task.result())
+    finally:
+        for task in inflight:
+            task.cancel()
+        if inflight:
+            await asyncio.gather(*inflight, return_exceptions=True)
+        await http.close()
+
+
+def _run_jobs(client: LMClient, run: RunDir, step: str, params: SamplingParams,
+              next_job: Callable[[], _Job | None], deliver: Callable[[int, Completion], None], window: int) -> None:
+    """Send a step's requests: a continuous window for a live client, rounds for a batch-API client
+    (each round: every request ``next_job`` allows now, in one ``complete`` call)."""
+    price = client.price_per_million
+    log = run.log_request_usage
+
+    def on_usage(comp: Completion, rid: int) -> None:
+        log(step, comp, price, rid)
+
+    try:
+        if not _round_client(client):
+            _run_sync(_drive(client, step, params, next_job, deliver, max(1, window), on_usage))
+            return
+        while True:
+            jobs = []
+            while (job := next_job()) is not None:
+                jobs.append(job)
+            if not jobs:
+                return
+            seeds = [seed for _, _, seed in jobs]
+            comps = client.complete([prompt for _, prompt, _ in jobs], params, step=step,
+                                    request_ids=[rid for rid, _, _ in jobs],
+                                    seeds=None if all(x is None for x in seeds) else seeds)
+            run.log_usage(step, comps, price)
+            for (rid, _, _), comp in zip(jobs, comps, strict=True):
+                deliver(rid, comp)
+    finally:
+        run.close_usage()
 
 
 def generate_instructions(
@@ -196,26 +321,39 @@ def generate_instructions(
     record_similar: int = 10,
     progress: bool = True,
     on_request: Callable[[dict], None] | None = None,
+    scheduler: str = "lag",
 ) -> StepResult:
     """Step 1: bootstrap instructions until ``num_instructions`` are kept (paper Sec. 2.2).
 
-    Files: ``instruction_requests.jsonl`` (one line per request: prompt, raw completion, every
-    candidate and its decision: the source of truth, replayed on resume) and
+    Files: ``instruction_requests.jsonl`` (one line per request, in request order: prompt, raw
+    completion, every candidate and its decision: the source of truth, replayed on resume) and
     ``machine_generated_instructions.jsonl`` (kept instructions, rebuilt from the log on resume).
 
+    Schedule (``scheduler``, W = ``request_batch_size``): with "lag", request r's in-context
+    instructions come from the pool as decided after requests ``0 .. r - W`` (recorded as
+    ``pool_upto_request``), so up to W requests are in flight at every moment with no barrier; with
+    "batch" (runs started by earlier versions), from the pool as it was when r's batch of W started
+    (recorded as ``batch_idx``), each batch waiting for the previous one. Either way candidates are
+    decided in request order, so the files depend on the seed alone, never on the order in which
+    answers arrive, and a resumed run equals an uninterrupted one. When the target is reached at
+    request r, the log ends there with "lag" (requests still in flight are answered, cached and counted
+    in the usage log, not decided); with "batch" the rest of r's batch is decided and logged too (its
+    novel candidates as ``over_target``), as earlier versions did.
+
     Args:
-        client: the LM.
+        client: the LM (its ``max_concurrency`` caps the requests in flight).
         seed_tasks: the human-written seed tasks.
         run: the run directory (resumed if it has requests already).
         num_instructions: machine-generated instructions to keep.
         num_prompt_instructions, num_machine_instructions: prompt composition (paper: 8 and 2).
-        request_batch_size: requests built from the same pool state and sent together.
+        request_batch_size: W, the lag (or batch size) of the schedule.
         max_requests: stop after this many requests even if the target is not reached
             (default ``20 + 4 * num_instructions``): a weak LM must not loop forever.
-        rouge_threshold, rouge_comparison: the novelty filter (see :meth:`RougeIndex.add_novel`).
+        rouge_threshold, rouge_comparison: the novelty filter (see :meth:`NoveltyPool.add_novel`).
         exact_num_instructions: keep exactly ``num_instructions``; novel candidates past the target
-            stay in the request log as ``over_target``. False: keep every novel candidate of the last
-            batch, as the released code does (which then holds more than asked for).
+            stay in the request log as ``over_target``. False: keep every novel candidate of the
+            request that reaches the target ("lag") or of its whole batch ("batch", the released
+            code's behaviour); the run then holds more than asked for.
         params: sampling parameters (paper Table 4); each request gets its own ``seed``.
         seed: the run's random seed.
         classification_only: use only classification seed tasks and the classification header.
@@ -223,96 +361,137 @@ def generate_instructions(
         record_similar: how many nearest pool instructions to record per kept instruction (0: none).
         progress: show a progress bar.
         on_request: called with each request's log record (for notebooks).
+        scheduler: "lag" or "batch" (see :data:`SCHEDULERS`).
     Returns:
         A :class:`StepResult` with counts ``requests``, ``candidates``, ``kept`` and rejections by reason.
     Raises:
-        ValueError: no seed instructions.
+        ValueError: no seed instructions, W < 1, or an unknown scheduler.
         LMRequestError: a request failed after its retries (every record written before stays).
     """
     start = time.perf_counter()
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {SCHEDULERS}, not {scheduler!r}")
+    if request_batch_size < 1:
+        raise ValueError(f"request_batch_size must be at least 1, not {request_batch_size}")
     if max_requests is None:
         max_requests = 20 + 4 * num_instructions
+    W = request_batch_size
     tasks = [t for t in seed_tasks if t.is_classification] if classification_only else list(seed_tasks)
     seed_instructions = [t.instruction for t in tasks]
     if not seed_instructions:
         raise ValueError("no seed instructions to prompt with")
 
+    def pool_cut(r: int) -> int:
+        """The last request whose decisions request r's prompt sees (-1: none)."""
+        return r - W if scheduler == "lag" else (r // W) * W - 1
+
+    def last_decided(reached_at: int) -> int:
+        """The last request decided when request ``reached_at`` reaches the target: itself ("lag"; the
+        requests still in flight are answered, cached and counted, but not decided) or the last of its
+        batch ("batch", as earlier versions)."""
+        return reached_at if scheduler == "lag" else (reached_at // W + 1) * W - 1
+
     run.truncate_to_complete_lines("requests")
     log = run.read("requests")
-    pool = RougeIndex(seed_instructions)
+    pool = NoveltyPool(seed_instructions)
     rejections: Counter = Counter()
     machine: list[str] = []
+    machine_after: list[int] = []  # len(machine) after each decided request
     kept_records: list[dict] = []
     n_candidates = 0
-    batch_start_machine: dict[int, int] = {}
+    stop_at = max_requests - 1  # the last request to send
 
     def absorb(rec: dict) -> None:
         """Count one logged request's candidates and take its kept instructions into the run."""
-        nonlocal n_candidates
+        nonlocal n_candidates, stop_at
         n_candidates += len(rec["candidates"])
         rejections.update(c["decision"] for c in rec["candidates"] if c["decision"] != "kept")
+        reached = len(machine) >= num_instructions
         machine.extend(k["instruction"] for k in rec["kept_records"])
         kept_records.extend(rec["kept_records"])
+        machine_after.append(len(machine))
+        if not reached and len(machine) >= num_instructions:
+            stop_at = min(stop_at, last_decided(rec["request_idx"]))
 
     # Replay the log: the recorded decisions are the truth; the pool is rebuilt from them.
     for rec in log:
-        batch_start_machine.setdefault(rec["batch_idx"], len(machine))
         pool.add([k["instruction"] for k in rec["kept_records"]])
         absorb(rec)
     # Rewrite the kept file from the log, so a kill between the two writes loses or repeats nothing.
     write_jsonl(run.file("instructions"), kept_records)
 
-    next_request = len(log)
+    next_send = len(log)
+    answers: dict[int, Completion] = {}
     bar = _bar(num_instructions, "step 1: instructions", progress, initial=min(len(machine), num_instructions))
     with run.writer("requests") as req_out, run.writer("instructions") as inst_out:
-        while len(machine) < num_instructions and next_request < max_requests:
-            batch_idx = next_request // request_batch_size
-            first = batch_idx * request_batch_size
-            machine_at_start = machine[: batch_start_machine.setdefault(batch_idx, len(machine))]
-            request_ids = list(range(next_request, min(first + request_batch_size, max_requests)))
-            prompts = build_prompts(
-                seed_instructions, machine_at_start, request_ids, seed=seed,
+
+        def next_job() -> _Job | None:
+            nonlocal next_send
+            r = next_send
+            if r > stop_at or len(machine_after) < pool_cut(r) + 1:
+                return None
+            cut = pool_cut(r)
+            plist, prompt = build_prompts(
+                seed_instructions, _Prefix(machine, machine_after[cut] if cut >= 0 else 0), [r], seed=seed,
                 num_prompt_instructions=num_prompt_instructions, num_machine_instructions=num_machine_instructions,
-                classification=classification_only,
-                templates=templates,
+                classification=classification_only, templates=templates,
+            )[0]
+            prompts[r] = (plist, prompt, cut)
+            next_send = r + 1
+            return r, prompt, request_seed(seed, r)
+
+        prompts: dict[int, tuple[list[str], str, int]] = {}
+
+        def decide(rid: int, comp: Completion) -> None:
+            plist, prompt, cut = prompts.pop(rid)
+            candidates, kept = decide_candidates(
+                comp.text, comp.finish_reason, pool, threshold=rouge_threshold, comparison=rouge_comparison,
+                still_needed=max(0, num_instructions - len(machine)) if exact_num_instructions else None,
+                record_similar=record_similar,
             )
-            completions = client.complete(
-                [p for _, p in prompts], params, step="instructions", request_ids=request_ids,
-                seeds=[request_seed(seed, rid) for rid in request_ids],
-            )
-            run.log_usage("instructions", completions, client.price_per_million)
-            for rid, (plist, prompt), comp in zip(request_ids, prompts, completions, strict=True):
-                candidates, kept = decide_candidates(
-                    comp.text, comp.finish_reason, pool, threshold=rouge_threshold, comparison=rouge_comparison,
-                    still_needed=num_instructions - len(machine) if exact_num_instructions else None,
-                    record_similar=record_similar,
-                )
-                kept = [{"instruction": k.pop("instruction"), "request_idx": rid, **k} for k in kept]
-                record = {
-                    "request_idx": rid,
-                    "batch_idx": batch_idx,
-                    "prompt_instructions": plist,
-                    "prompt": prompt,
-                    "completion": comp.text,
-                    "finish_reason": comp.finish_reason,
-                    "usage": {"prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens},
-                    "candidates": candidates,
-                    "kept_records": kept,
-                }
-                req_out.write(record)
-                for k in kept:
-                    inst_out.write(k)
-                absorb(record)
-                if on_request is not None:
-                    on_request(record)
-                bar.update(min(len(kept), max(0, num_instructions - bar.n)))
-                next_request = rid + 1
+            kept = [{"instruction": k.pop("instruction"), "request_idx": rid, **k} for k in kept]
+            record = {"request_idx": rid}
+            if scheduler == "batch":
+                record["batch_idx"] = rid // W
+            else:
+                record["pool_upto_request"] = cut
+            record.update({
+                "prompt_instructions": plist,
+                "prompt": prompt,
+                "completion": comp.text,
+                "finish_reason": comp.finish_reason,
+                "usage": {"prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens},
+                "candidates": candidates,
+                "kept_records": kept,
+            })
+            req_out.write(record)
+            for k in kept:
+                inst_out.write(k)
+            absorb(record)
+            if on_request is not None:
+                on_request(record)
+            bar.update(min(len(kept), max(0, num_instructions - bar.n)))
+
+        def deliver(rid: int, comp: Completion) -> None:
+            answers[rid] = comp
+            # decide in request order, whatever order answers come in; none past the last one to decide
+            while len(machine_after) in answers and len(machine_after) <= stop_at:
+                decide(len(machine_after), answers.pop(len(machine_after)))
+
+        _run_jobs(client, run, "instructions", params, next_job, deliver,
+                  min(W, getattr(client, "max_concurrency", W)))
     bar.close()
     return StepResult(
-        counts={"requests": next_request, "candidates": n_candidates, "kept": len(machine)},
+        counts={"requests": len(machine_after), "candidates": n_candidates, "kept": len(machine)},
         rejections=rejections,
         seconds=time.perf_counter() - start,
     )
+
+
+def step_seed(seed: int, step: str, idx: int) -> int:
+    """A 31-bit sampling seed for request ``idx`` of step 2 or 3 (a sampling server draws the same
+    answer when the request is sent again, e.g. after a kill)."""
+    return request_seed(seed, f"{step}:{idx}")  # type: ignore[arg-type]
 
 
 def _resume_map(run: RunDir, key: str, instructions: Sequence[str]) -> list[dict]:
@@ -339,23 +518,39 @@ def _map_step(
     params: SamplingParams,
     *,
     desc: str,
-    batch_size: int,
+    concurrency: int | None,
     progress: bool,
+    seed: int | None = None,
 ) -> list[dict]:
-    """One LM request per instruction, resumed after the records the step file already holds, sent in
-    batches, each record appended as soon as its batch returns. Returns all records of the file."""
+    """One LM request per instruction, resumed after the records the step file already holds, with up
+    to ``concurrency`` (default: the client's ``max_concurrency``) in flight continuously. Answers are
+    buffered and the longest ready prefix is written, so records reach the file in input order; answers
+    that arrive ahead of a slow one wait (at most ``8 x concurrency`` ahead). Returns all records."""
     done = _resume_map(run, key, instructions)
-    bar = _bar(len(instructions), desc, progress, initial=len(done))
+    window = concurrency or getattr(client, "max_concurrency", 1)
+    n = len(instructions)
+    state = {"send": len(done)}
+    ready: dict[int, Completion] = {}
+    bar = _bar(n, desc, progress, initial=len(done))
+    round_client = _round_client(client)
     with run.writer(key) as out:
-        for lo in range(len(done), len(instructions), batch_size):
-            ids = list(range(lo, min(lo + batch_size, len(instructions))))
-            comps = client.complete([prompt_of(k) for k in ids], params, step=key, request_ids=ids)
-            run.log_usage(key, comps, client.price_per_million)
-            for k, comp in zip(ids, comps, strict=True):
-                rec = record_of(k, comp)
+
+        def next_job() -> _Job | None:
+            k = state["send"]
+            if k >= n or (not round_client and k >= len(done) + 8 * window):
+                return None
+            state["send"] = k + 1
+            return k, prompt_of(k), None if seed is None else step_seed(seed, key, k)
+
+        def deliver(k: int, comp: Completion) -> None:
+            ready[k] = comp
+            while len(done) in ready:
+                rec = record_of(len(done), ready.pop(len(done)))
                 out.write(rec)
                 done.append(rec)
-            bar.update(len(ids))
+                bar.update(1)
+
+        _run_jobs(client, run, key, params, next_job, deliver, window)
     bar.close()
     return done
 
@@ -366,9 +561,11 @@ def classify_instructions(
     run: RunDir,
     *,
     params: SamplingParams = TABLE4["classification"],
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool = True,
     templates: TemplateSet = KIT_TEMPLATES,
+    concurrency: int | None = None,
+    seed: int | None = None,
 ) -> StepResult:
     """Step 2: ask the LM whether each instruction is a classification task (paper Table 7).
 
@@ -376,6 +573,10 @@ def classify_instructions(
     text), ``parsed`` (False when the answer was neither yes nor no; then the task is treated as a
     generation task and counted under ``unparseable_answer``).
 
+    Args:
+        concurrency: requests in flight (default: the client's ``max_concurrency``); ``batch_size`` is
+            its old name.
+        seed: the run seed; given, each request carries its own sampling seed (:func:`step_seed`).
     Returns:
         counts ``classified``, ``classification``, ``generation``; rejections ``unparseable_answer``.
     """
@@ -388,7 +589,8 @@ def classify_instructions(
                 "parsed": answer is not None}
 
     done = _map_step(client, run, "classification", instructions, lambda k: templates.classification_prompt(instructions[k]),
-                     record, params, desc="step 2: classification", batch_size=batch_size, progress=progress)
+                     record, params, desc="step 2: classification", concurrency=concurrency or batch_size,
+                     progress=progress, seed=seed)
     rejections = Counter(unparseable_answer=sum(1 for r in done if not r["parsed"]))
     n_clf = sum(1 for r in done if r["is_classification"])
     return StepResult(
@@ -404,9 +606,11 @@ def generate_instances(
     run: RunDir,
     *,
     params: SamplingParams = TABLE4["instances"],
-    batch_size: int = 4,
+    batch_size: int | None = None,
     progress: bool = True,
     templates: TemplateSet = KIT_TEMPLATES,
+    concurrency: int | None = None,
+    seed: int | None = None,
 ) -> StepResult:
     """Step 3: generate instances, input-first for generation tasks and output-first (class label
     first) for classification tasks (paper Sec. 2.2, Table 8).
@@ -417,6 +621,9 @@ def generate_instances(
 
     Args:
         tasks: (instruction, is_classification) pairs.
+        concurrency: requests in flight (default: the client's ``max_concurrency``); ``batch_size`` is
+            its old name.
+        seed: the run seed; given, each request carries its own sampling seed (:func:`step_seed`).
     Returns:
         counts ``tasks``, ``truncated`` (finish_reason "length"), ``empty`` (no text).
     """
@@ -428,7 +635,8 @@ def generate_instances(
                 "finish_reason": comp.finish_reason}
 
     done = _map_step(client, run, "instances", [t[0] for t in tasks], lambda k: templates.instance_prompt(*tasks[k]),
-                     record, params, desc="step 3: instances", batch_size=batch_size, progress=progress)
+                     record, params, desc="step 3: instances", concurrency=concurrency or batch_size,
+                     progress=progress, seed=seed)
     return StepResult(
         counts={
             "tasks": len(done),

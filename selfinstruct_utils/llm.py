@@ -10,8 +10,10 @@
 - An on-disk response cache keyed by (endpoint, model name, model *identity*, prompt, parameters), never
   the API key, so re-running a notebook costs nothing and gives the same text, and one model's answers
   are never served for another's: the identity is the GGUF's content hash for the embedded server, the
-  base URL plus the model id the server reports (``/v1/models``) for any other server, and
-  ``openai:<model>`` for OpenAI.
+  base URL (also ``$OPENAI_BASE_URL``) plus the model id the server reports (``/v1/models``) and a
+  fingerprint of the weights (a short greedy probe completion, llama.cpp's ``/props``) for any other
+  server, and ``openai:<model>`` for OpenAI. Texts are stored ASCII-escaped: an unpaired surrogate in an
+  answer is replaced by U+FFFD (:func:`clean_text`), never a crash or a stray temporary file.
 - A per-request timeout: fixed, or derived from ``max_tokens`` and a worst-case generation speed
   (the embedded server measures its own). A timed-out request can be left unretried
   (``retry_timeouts=False``), so a retry never queues behind the generation the client gave up on.
@@ -27,8 +29,10 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import re
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +44,7 @@ __all__ = [
     "Usage",
     "LMRequestError",
     "ResponseCache",
+    "clean_text",
     "LMClient",
 ]
 
@@ -111,6 +116,20 @@ class Completion:
     completion_tokens: int = 0
     cached: bool = False
     seconds: float = 0.0
+    #: characters replaced or removed from the texts by :func:`clean_text` (0 for clean text).
+    cleaned: int = 0
+
+    def __post_init__(self) -> None:
+        # Unpaired surrogates (unwritable as UTF-8) and control characters never reach a record.
+        fixed = []
+        for text, finish in self.choices:
+            text, n = clean_text(text) if isinstance(text, str) else (text, 0)
+            self.cleaned += n
+            fixed.append((text, finish))
+        self.choices = fixed
+        if self.cleaned:
+            warnings.warn("an LM answer held unpaired surrogates or control characters: surrogates were replaced "
+                          "by U+FFFD, control characters removed (Completion.cleaned counts them)", stacklevel=2)
 
     @property
     def text(self) -> str:
@@ -141,6 +160,24 @@ class Usage:
         out["seconds"] = round(out["seconds"], 3)
         out["cost_usd"] = round(out["cost_usd"], 6)
         return out
+
+
+#: Unpaired UTF-16 surrogates (a Python ``str`` holds one only when it could not be paired; such text
+#: cannot be written as UTF-8) and control characters other than tab, newline and carriage return.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """LM text made safe for records: unpaired surrogates -> U+FFFD, control characters (C0 but tab,
+    newline and carriage return; DEL; C1) removed.
+
+    Returns:
+        (the text, how many characters were replaced or removed).
+    """
+    text, n_sur = _SURROGATE.subn("\ufffd", text)
+    text, n_ctl = _CONTROL.subn("", text)
+    return text, n_sur + n_ctl
 
 
 class LMRequestError(RuntimeError):
@@ -186,12 +223,109 @@ class ResponseCache:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({
+        # ASCII-only JSON: any text (even an unpaired surrogate) is written as a valid file.
+        payload = json.dumps({
             "choices": completion.choices,
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
-        }, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        }, ensure_ascii=True)
+        try:
+            tmp.write_text(payload, encoding="ascii")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _retry_note(err: Exception, max_retries: int) -> str:
+    """"after N retries" for the faults that are retried (connection, 408, 409, 429, 5xx), else "(not retried)"."""
+    import openai
+
+    status = getattr(err, "status_code", None)
+    retried = isinstance(err, openai.APIConnectionError) or status in (408, 409, 429) or (status or 0) >= 500
+    return f"after {max_retries} retries" if retried and max_retries else "(not retried: a retry would get the same answer)"
+
+
+def _drop_created(obj: Any) -> Any:
+    """A JSON value without its ``created`` fields (times that change with every server start)."""
+    if isinstance(obj, dict):
+        return {k: _drop_created(v) for k, v in obj.items() if k != "created"}
+    if isinstance(obj, list):
+        return [_drop_created(v) for v in obj]
+    return obj
+
+
+#: The ``openai`` package's names for HTTP error statuses (so messages read the same on both paths).
+_STATUS_NAMES = {400: "BadRequestError", 401: "AuthenticationError", 403: "PermissionDeniedError",
+                 404: "NotFoundError", 409: "ConflictError", 422: "UnprocessableEntityError", 429: "RateLimitError"}
+
+
+class _HTTPFault(Exception):
+    """A failed request on the direct (aiohttp) path: ``kind`` is "timeout", "connection" or "status"."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None, retry_after: str | None = None):
+        super().__init__(message)
+        self.kind, self.status, self.retry_after = kind, status, retry_after
+
+    @property
+    def retryable(self) -> bool:
+        """Connection failures, 408, 409, 429 and 5xx are transient (the ``openai`` package's rule)."""
+        return self.kind == "connection" or (self.kind == "status" and (self.status in (408, 409, 429) or self.status >= 500))
+
+    def name(self) -> str:
+        if self.kind == "connection":
+            return "APIConnectionError"
+        if self.kind == "timeout":
+            return "APITimeoutError"
+        return _STATUS_NAMES.get(self.status, "InternalServerError" if self.status >= 500 else "APIStatusError")
+
+
+class _DirectHTTP:
+    """The request path to a server other than OpenAI: one ``aiohttp`` session (a connection kept alive
+    per request in flight), JSON in and out, nothing else per request. About 0.5 ms of CPU a request
+    where the ``openai`` package's client takes 2-6 ms (``benchmarks/bench_throughput.py``)."""
+
+    def __init__(self, base_url: str, api_key: str, concurrency: int):
+        import aiohttp
+
+        self.aiohttp = aiohttp
+        self.base = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max(100, concurrency + 16)), trust_env=True)
+
+    async def post(self, path: str, body: dict, timeout: float) -> Any:
+        aiohttp = self.aiohttp
+        try:
+            async with self.session.post(self.base + path, data=json.dumps(body).encode(), headers=self.headers,
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                raw = await resp.read()
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise _HTTPFault("timeout", f"no answer within {timeout:.0f} s") from None
+        except (aiohttp.ClientError, OSError) as err:
+            raise _HTTPFault("connection", f"Connection error: {type(err).__name__}: {err}") from None
+        if status >= 400:
+            text = raw[:300].decode("utf-8", "replace")
+            raise _HTTPFault("status", f"Error code: {status} - {text}", status, retry_after)
+        return json.loads(raw)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+def _never_reached_the_server(err: BaseException) -> bool:
+    """Is this "timeout" a failure to connect (refused, unreachable, dropped connection)? The aiohttp
+    transport reports those as connect timeouts; unlike a read timeout, the server is not generating the
+    request, so a retry is safe and the message should say so."""
+    seen = 0
+    while err is not None and seen < 10:
+        name = type(err).__name__
+        if isinstance(err, ConnectionError) or name in ("ConnectError", "ConnectTimeout", "ClientConnectorError",
+                                                         "ClientConnectionError", "ServerDisconnectedError"):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
 
 
 def _run_sync(coro):
@@ -247,7 +381,13 @@ class LMClient:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.model = model
+        # The openai package sends requests to $OPENAI_BASE_URL when no base_url is given: so does the
+        # identity, and so do the error messages.
+        self.base_url_from = "argument" if base_url is not None else None
+        if base_url is None and os.environ.get("OPENAI_BASE_URL"):
+            base_url, self.base_url_from = os.environ["OPENAI_BASE_URL"], "OPENAI_BASE_URL"
         self.base_url = base_url
+        self.fingerprint: dict[str, Any] | None = None
         self.api = api
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
@@ -259,7 +399,7 @@ class LMClient:
         self.price_per_million = price_per_million
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         if self._api_key is None:
-            if base_url is None:
+            if self._is_openai():
                 raise ValueError("no API key: set OPENAI_API_KEY (or pass api_key) to use OpenAI")
             self._api_key = "no-key"  # local servers (llama.cpp, vLLM, Ollama) accept any key
         self.usage: dict[str, Usage] = {}
@@ -268,41 +408,130 @@ class LMClient:
         return f"LMClient(model={self.model!r}, base_url={self.base_url!r}, api={self.api!r})"
 
     @property
+    def endpoint(self) -> str:
+        """Where requests go: the base URL (given, or ``$OPENAI_BASE_URL``), or "OpenAI"."""
+        return self.base_url.rstrip("/") if self.base_url else "OpenAI"
+
+    def _is_openai(self) -> bool:
+        from urllib.parse import urlsplit
+
+        return self.base_url is None or urlsplit(self.base_url).hostname == "api.openai.com"
+
+    @property
     def identity(self) -> str:
         """What the model is, for the cache key and the run manifest.
 
         Given at construction (the embedded server passes its GGUF's content hash); else
-        ``openai:<model>`` for OpenAI, and for any other server its base URL plus the model id that
-        its ``/v1/models`` reports for this model name (asked once).
+        ``openai:<model>`` for OpenAI itself, and for any other server (also one named by
+        ``$OPENAI_BASE_URL``) ``server:<base URL>#<model id>#fp:<fingerprint>``: the model id that its
+        ``/v1/models`` reports for this model name, and a fingerprint that changes when the weights do
+        (:meth:`server_fingerprint`). Asked once per client.
 
         Raises:
-            LMRequestError: the server's ``/v1/models`` cannot be read.
+            LMRequestError: the server's ``/v1/models`` cannot be read, or the probe completion fails.
         """
         if self._identity is None:
-            if self.base_url is None:
+            if self._is_openai():
                 self._identity = f"openai:{self.model}"
             else:
-                self._identity = f"server:{self.base_url.rstrip('/')}#{self._reported_model_id()}"
+                model_id, digest = self.server_fingerprint()
+                self._identity = f"server:{self.endpoint}#{model_id}#fp:{digest}"
         return self._identity
 
-    def _reported_model_id(self) -> str:
-        import urllib.error
+    #: The fingerprint's probe: a fixed prompt completed greedily (temperature 0, seed 0, 8 tokens).
+    PROBE_PROMPT = "Name three colours of the rainbow:\n1."
+    PROBE_MAX_TOKENS = 8
+
+    def _http_json(self, url: str, body: dict | None = None, *, timeout: float = 30.0) -> Any:
+        """GET (or POST ``body`` to) a URL of the server; the parsed JSON answer. Raises urllib's errors
+        and ValueError for a body that is not JSON."""
         import urllib.request
 
-        url = self.base_url.rstrip("/") + "/models"
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._api_key}"})
+        headers = {"Authorization": f"Bearer {self._api_key}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers.update({"Content-Type": "application/json", "X-Selfinstruct-Probe": "identity"})
+        request = urllib.request.Request(url, data=data, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def server_fingerprint(self) -> tuple[str, str]:
+        """(model id, fingerprint) of the model behind a server's URL and model name.
+
+        The fingerprint is the first 16 hex digits of the SHA-256 of: the ``/v1/models`` entry of the
+        model (its ``created`` times left out; llama.cpp's server lists the parameter count and file size
+        there), the ``model_path`` that llama.cpp's ``/props`` reports where it exists, and the text of
+        one short greedy probe completion (:data:`PROBE_PROMPT`, temperature 0, seed 0, 8 tokens) --
+        another GGUF behind the same alias answers differently. What went in is kept in
+        :attr:`fingerprint` (the run manifest records it). The probe's tokens are not counted as usage.
+
+        Raises:
+            LMRequestError: ``/v1/models`` cannot be read, or the probe fails (after ``max_retries``
+                retries of connection errors, 429 and 5xx).
+        """
+        import urllib.error
+
+        base = self.endpoint
+        url = base + "/models"
         try:
-            with urllib.request.urlopen(request, timeout=30) as resp:
-                data = json.loads(resp.read())
-            ids = sorted(str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m)
-        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            data = self._http_json(url)
+            entries = [m for m in data.get("data", []) if isinstance(m, dict) and "id" in m]
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
             raise LMRequestError(self._sanitize(
                 f"cannot ask {url} which model it serves ({type(err).__name__}: {err}); "
                 "the kit needs it to key its response cache by model"
             )) from None
-        if self.model in ids:
-            return self.model
-        return ",".join(ids) or self.model
+        ids = sorted(str(m["id"]) for m in entries)
+        model_id = self.model if self.model in ids else (",".join(ids) or self.model)
+        mine = [m for m in entries if str(m["id"]) == self.model] or entries
+        facts: dict[str, Any] = {"models": sorted((_drop_created(m) for m in mine), key=lambda m: str(m.get("id")))}
+        props_url = (base[: -len("/v1")] if base.endswith("/v1") else base) + "/props"
+        try:
+            props = self._http_json(props_url, timeout=10.0)
+            if isinstance(props, dict) and props.get("model_path"):
+                facts["model_path"] = str(props["model_path"])
+        except (urllib.error.URLError, OSError, ValueError, RecursionError):
+            pass  # only llama.cpp's own server has /props
+        facts["probe"] = self._probe()
+        digest = hashlib.sha256(json.dumps(facts, sort_keys=True, ensure_ascii=True).encode()).hexdigest()[:16]
+        self.fingerprint = {**facts, "sha256_16": digest}
+        return model_id, digest
+
+    def _probe(self) -> str:
+        """The text of the fingerprint's probe completion (see :meth:`server_fingerprint`)."""
+        import urllib.error
+
+        body: dict[str, Any] = {"model": self.model, "max_tokens": self.PROBE_MAX_TOKENS, "temperature": 0.0,
+                                "top_p": 1.0, "seed": 0}
+        if self.api == "completions":
+            url = self.endpoint + "/completions"
+            body["prompt"] = self.PROBE_PROMPT
+        else:
+            url = self.endpoint + "/chat/completions"
+            body["messages"] = [{"role": "user", "content": self.PROBE_PROMPT}]
+        timeout = self.timeout_for(SamplingParams(max_tokens=self.PROBE_MAX_TOKENS))
+        for attempt in range(self.max_retries + 1):
+            try:
+                answer = self._http_json(url, body, timeout=timeout)
+                choice = answer["choices"][0]
+                text = choice.get("text") if self.api == "completions" else (choice.get("message") or {}).get("content")
+                return clean_text(str(text or ""))[0]
+            except urllib.error.HTTPError as err:
+                retry = err.code == 429 or err.code >= 500
+                cause: Exception = err
+            except (urllib.error.URLError, OSError) as err:
+                retry, cause = True, err
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as err:
+                retry, cause = False, err
+            if not retry or attempt == self.max_retries:
+                break
+            time.sleep(min(8.0, 0.5 * 2**attempt))
+        raise LMRequestError(self._sanitize(
+            f"cannot fingerprint model {self.model!r} at {self.endpoint}: its probe completion ({url}) failed "
+            f"({type(cause).__name__}: {cause}); the kit needs it to tell one model's answers from another's. "
+            "Pass LMClient(identity=...) to name the model yourself"
+        ))
 
     def timeout_for(self, params: SamplingParams) -> float:
         """Seconds allowed for one request with these parameters (see the ``timeout`` argument)."""
@@ -315,7 +544,8 @@ class LMClient:
     def describe(self) -> dict[str, Any]:
         """What a run manifest records about the client (no key)."""
         return {
-            "model": self.model, "identity": self.identity, "base_url": self.base_url, "api": self.api,
+            "model": self.model, "identity": self.identity, "base_url": self.base_url,
+            "base_url_from": self.base_url_from, "fingerprint": self.fingerprint, "api": self.api,
             "max_concurrency": self.max_concurrency, "max_retries": self.max_retries, "timeout": self.timeout,
             "tokens_per_second": self.tokens_per_second, "retry_timeouts": self.retry_timeouts,
             "price_per_million": list(self.price_per_million),
@@ -334,6 +564,7 @@ class LMClient:
         step: str = "lm",
         request_ids: Sequence[int] | None = None,
         seeds: Sequence[int | None] | None = None,
+        on_usage: Callable[[Completion, int], None] | None = None,
     ) -> list[Completion]:
         """Complete each prompt (blocking; safe to call from a notebook).
 
@@ -343,12 +574,15 @@ class LMClient:
             step: step name for usage counters and error messages.
             request_ids: k request indices for error messages (default 0..k-1).
             seeds: k per-request sampling seeds overriding ``params.seed`` (part of the cache key).
+            on_usage: called with (completion, request id) for each answer, where it is cached (see
+                :meth:`arequest`).
         Returns:
             k completions, in the order of ``prompts``.
         Raises:
             LMRequestError: a request failed after its retries.
         """
-        return _run_sync(self.acomplete(prompts, params, step=step, request_ids=request_ids, seeds=seeds))
+        return _run_sync(self.acomplete(prompts, params, step=step, request_ids=request_ids, seeds=seeds,
+                                        on_usage=on_usage))
 
     async def acomplete(
         self,
@@ -358,98 +592,202 @@ class LMClient:
         step: str = "lm",
         request_ids: Sequence[int] | None = None,
         seeds: Sequence[int | None] | None = None,
+        on_usage: Callable[[Completion, int], None] | None = None,
     ) -> list[Completion]:
-        """Async version of :meth:`complete`."""
-        import openai
-
+        """Async version of :meth:`complete` (at most ``max_concurrency`` requests in flight)."""
         ids = list(request_ids) if request_ids is not None else list(range(len(prompts)))
         per_params = [params if seeds is None else params.replace(seed=s) for s in (seeds or [None] * len(prompts))]
-        usage = self.usage.setdefault(step, Usage())
         semaphore = asyncio.Semaphore(self.max_concurrency)
-        client = openai.AsyncOpenAI(
-            api_key=self._api_key, base_url=self.base_url,
-            max_retries=self.max_retries if self.retry_timeouts else 0,
-        )
-        identity = self.identity if self.cache else ""
+        http = self.open_http()
 
         async def one(prompt: str, p: SamplingParams, rid: int) -> Completion:
-            key = ResponseCache.key(self.api, self.model, prompt, p, identity) if self.cache else None
-            if key is not None:
-                hit = self.cache.get(key)
-                if hit is not None:
-                    usage.cache_hits += 1
-                    return hit
             async with semaphore:
-                start = time.perf_counter()
-                try:
-                    result = await self._send(client, prompt, p)
-                except openai.APITimeoutError as err:
-                    retried = f"after {self.max_retries} retries" if self.retry_timeouts else "(not retried: the server is still busy with it)"
-                    raise LMRequestError(self._sanitize(
-                        f"step '{step}': request {rid} to model {self.model!r} at {self.base_url or 'OpenAI'} "
-                        f"got no answer within {self.timeout_for(p):.0f} s (max_tokens={p.max_tokens}) {retried}: "
-                        f"{type(err).__name__}. The server is slower than expected (CPU load?): "
-                        "give more time with --timeout SECONDS (LMClient(timeout=...))"
-                    )) from None
-                except openai.OpenAIError as err:
-                    raise LMRequestError(self._sanitize(
-                        f"step '{step}': request {rid} to model {self.model!r} at {self.base_url or 'OpenAI'} "
-                        f"failed after {self.max_retries} retries: {type(err).__name__}: {err}"
-                    )) from None
-                except Exception as err:  # malformed responses the SDK cannot read
-                    raise LMRequestError(self._sanitize(
-                        f"step '{step}': request {rid} to model {self.model!r}: unreadable response: "
-                        f"{type(err).__name__}: {err}"
-                    )) from None
-                result.seconds = time.perf_counter() - start
-            usage.requests += 1
-            usage.prompt_tokens += result.prompt_tokens
-            usage.completion_tokens += result.completion_tokens
-            usage.seconds += result.seconds
-            pin, pout = self.price_per_million
-            usage.cost_usd += (result.prompt_tokens * pin + result.completion_tokens * pout) / 1e6
-            if key is not None:
-                self.cache.put(key, result)
-            return result
+                return await self.arequest(http, prompt, p, step=step, request_id=rid, on_usage=on_usage)
 
         try:
             return list(await asyncio.gather(*(one(pr, p, rid) for pr, p, rid in zip(prompts, per_params, ids, strict=True))))
         finally:
-            await client.close()
+            await http.close()
+
+    def open_http(self):
+        """One ``openai.AsyncOpenAI`` client (and its connection pool) to reuse for every request of a
+        step; close it with ``await http.close()``. Must be used inside the event loop that opened it."""
+        import openai
+
+        if not self._is_openai():
+            try:
+                return _DirectHTTP(self.base_url, self._api_key, self.max_concurrency)
+            except ImportError:  # no aiohttp: the openai package's client below
+                pass
+        extra: dict[str, Any] = {}
+        try:  # a connection kept alive per request in flight, in the SDK's own httpx flavour
+            from openai._constants import DEFAULT_CONNECTION_LIMITS as default
+
+            limits = type(default)(max_connections=max(100, self.max_concurrency + 16),
+                                   max_keepalive_connections=max(20, self.max_concurrency))
+        except (ImportError, AttributeError, TypeError):
+            limits = None
+        if limits is not None:
+            try:  # aiohttp's connection pool: about a third of the CPU per request of httpx's (measured)
+                extra["http_client"] = openai.DefaultAioHttpClient(limits=limits)
+            except (AttributeError, RuntimeError, TypeError):  # the openai[aiohttp] extra is not installed
+                try:
+                    extra["http_client"] = openai.DefaultAsyncHttpxClient(limits=limits)
+                except (AttributeError, TypeError):
+                    pass
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url,
+                                  max_retries=self.max_retries if self.retry_timeouts else 0, **extra)
+
+    async def arequest(
+        self,
+        http,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        step: str = "lm",
+        request_id: int = 0,
+        on_usage: Callable[[Completion, int], None] | None = None,
+    ) -> Completion:
+        """One request: served from the cache, or sent through ``http`` (from :meth:`open_http`).
+
+        Usage is counted where the answer is cached, once per answer: ``on_usage(completion, request_id)``
+        (e.g. :meth:`~selfinstruct_utils.runs.RunDir.log_request_usage`) is called for every live answer
+        *before* it is written to the cache, and for every cache hit (0 tokens). So a kill can never turn
+        an answer the server produced into a 0-token cache hit: a kill between the two lines repeats
+        the request, which the server then really answers (and is counted) again.
+
+        Raises:
+            LMRequestError: the request failed after its retries (timeouts are retried only with
+                ``retry_timeouts``).
+        """
+        import openai
+
+        usage = self.usage.get(step)
+        if usage is None:
+            usage = self.usage[step] = Usage()
+        key = ResponseCache.key(self.api, self.model, prompt, params, self.identity) if self.cache is not None else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                usage.cache_hits += 1
+                if on_usage is not None:
+                    on_usage(hit, request_id)
+                return hit
+        start = time.perf_counter()
+        try:
+            result = await self._send(http, prompt, params)
+        except _HTTPFault as err:
+            where = f"step '{step}': request {request_id} to model {self.model!r} at {self.endpoint}"
+            if err.kind == "timeout":
+                retried = f"after {self.max_retries} retries" if self.retry_timeouts else "(not retried: the server may still be generating it)"
+                raise LMRequestError(self._sanitize(
+                    f"{where} got no answer within {self.timeout_for(params):.0f} s (max_tokens={params.max_tokens}) "
+                    f"{retried}: APITimeoutError. The server is slower than expected (CPU load? too many requests in "
+                    "flight?): give more time with --timeout SECONDS or a lower --tokens-per-second (LMClient(timeout=..., "
+                    "tokens_per_second=...)), or send fewer at once with --concurrency"
+                )) from None
+            retried = f"after {self.max_retries} retries" if err.retryable and self.max_retries else \
+                "(not retried: a retry would get the same answer)"
+            raise LMRequestError(self._sanitize(f"{where} failed {retried}: {err.name()}: {err}")) from None
+        except openai.APITimeoutError as err:
+            if _never_reached_the_server(err):
+                raise LMRequestError(self._sanitize(
+                    f"step '{step}': request {request_id} to model {self.model!r} at {self.endpoint} "
+                    f"failed after {self.max_retries} retries: APIConnectionError: cannot connect ({err})"
+                )) from None
+            retried = f"after {self.max_retries} retries" if self.retry_timeouts else "(not retried: the server may still be generating it)"
+            raise LMRequestError(self._sanitize(
+                f"step '{step}': request {request_id} to model {self.model!r} at {self.endpoint} "
+                f"got no answer within {self.timeout_for(params):.0f} s (max_tokens={params.max_tokens}) {retried}: "
+                f"{type(err).__name__}. The server is slower than expected (CPU load? too many requests in flight?): "
+                "give more time with --timeout SECONDS or a lower --tokens-per-second (LMClient(timeout=..., "
+                "tokens_per_second=...)), or send fewer at once with --concurrency"
+            )) from None
+        except openai.OpenAIError as err:
+            raise LMRequestError(self._sanitize(
+                f"step '{step}': request {request_id} to model {self.model!r} at {self.endpoint} "
+                f"failed {_retry_note(err, self.max_retries)}: {type(err).__name__}: {err}"
+            )) from None
+        except Exception as err:  # malformed responses the SDK cannot read
+            raise LMRequestError(self._sanitize(
+                f"step '{step}': request {request_id} to model {self.model!r}: unreadable response: "
+                f"{type(err).__name__}: {err}"
+            )) from None
+        result.seconds = time.perf_counter() - start
+        usage.requests += 1
+        usage.prompt_tokens += result.prompt_tokens
+        usage.completion_tokens += result.completion_tokens
+        usage.seconds += result.seconds
+        pin, pout = self.price_per_million
+        usage.cost_usd += (result.prompt_tokens * pin + result.completion_tokens * pout) / 1e6
+        if on_usage is not None:
+            on_usage(result, request_id)  # before the cache: see above
+        if key is not None:
+            self.cache.put(key, result)
+        return result
 
     async def _send(self, client, prompt: str, p: SamplingParams) -> Completion:
         """One request; with ``retry_timeouts`` the SDK retries every transient fault, else this retries
         all of them but timeouts (the SDK cannot tell them apart)."""
         import openai
 
+        if isinstance(client, _DirectHTTP):
+            for attempt in range(self.max_retries + 1):
+                try:
+                    return await self._request(client, prompt, p)
+                except _HTTPFault as err:
+                    retry = err.retryable or (err.kind == "timeout" and self.retry_timeouts)
+                    if not retry or attempt == self.max_retries:
+                        raise
+                    delay = min(8.0, 0.5 * 2**attempt)
+                    try:
+                        delay = min(60.0, max(0.0, float(err.retry_after))) if err.retry_after is not None else delay
+                    except ValueError:
+                        pass
+                    await asyncio.sleep(delay)
         if self.retry_timeouts:
             return await self._request(client, prompt, p)
         for attempt in range(self.max_retries + 1):
             try:
                 return await self._request(client, prompt, p)
-            except openai.APITimeoutError:
-                raise
+            except openai.APITimeoutError as err:
+                if not _never_reached_the_server(err) or attempt == self.max_retries:
+                    raise
             except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError):
                 if attempt == self.max_retries:
                     raise
-                await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
+            await asyncio.sleep(min(8.0, 0.5 * 2**attempt))
         raise AssertionError("unreachable")
 
     async def _request(self, client, prompt: str, p: SamplingParams) -> Completion:
+        """One POST through the SDK's transport (its retries, errors and auth), with the JSON body built
+        and read here: the SDK's typed ``create`` costs several ms of CPU per request (measured in
+        ``benchmarks/bench_throughput.py``)."""
         body = p.to_request()
-        body["timeout"] = self.timeout_for(p)
+        body["model"] = self.model
         if self.api == "completions":
-            resp = await client.completions.create(model=self.model, prompt=prompt, **body)
-            choices = [(c.text or "", c.finish_reason) for c in (resp.choices or [])]
+            body["prompt"] = prompt
+            path = "/completions"
         else:
             body.pop("logprobs", None)
-            resp = await client.chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": prompt}], **body
-            )
-            choices = [((c.message.content if c.message else "") or "", c.finish_reason) for c in (resp.choices or [])]
-        u = getattr(resp, "usage", None)
+            body["messages"] = [{"role": "user", "content": prompt}]
+            path = "/chat/completions"
+        if isinstance(client, _DirectHTTP):
+            data = await client.post(path, body, self.timeout_for(p))
+        else:
+            data = await client.post(path, cast_to=object, body=body, options={"timeout": self.timeout_for(p)})
+        if not isinstance(data, dict):
+            raise ValueError(f"the server's answer is not a JSON object: {str(data)[:200]!r}")
+        choices = []
+        for c in data.get("choices") or []:
+            if self.api == "completions":
+                text = c.get("text")
+            else:
+                text = (c.get("message") or {}).get("content")
+            choices.append((text if isinstance(text, str) else "", c.get("finish_reason")))
+        u = data.get("usage") or {}
         return Completion(
             choices=choices,
-            prompt_tokens=int(getattr(u, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(u, "completion_tokens", 0) or 0),
+            prompt_tokens=int(u.get("prompt_tokens") or 0),
+            completion_tokens=int(u.get("completion_tokens") or 0),
         )

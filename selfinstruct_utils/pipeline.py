@@ -18,11 +18,13 @@ from .finetune import build_finetuning_data
 from .generate import classify_instructions, generate_instances, generate_instructions
 from .llm import TABLE4, LMClient, SamplingParams
 from .records import SeedTask, load_seed_tasks
-from .runs import RunDir, StepResult, check_config, read_manifest, stored_config
+from .runs import FILES, ConfigChangedError, RunDir, StepResult, check_config, check_unlocked, read_manifest, stored_config
 
-__all__ = ["STEPS", "PipelineConfig", "check_resumable", "run_pipeline", "format_summary"]
+__all__ = ["STEPS", "EXIT_INCOMPLETE", "PipelineConfig", "check_resumable", "run_pipeline", "format_summary"]
 
 STEPS = ("instructions", "classification", "instances", "finetuning")
+#: The CLI's exit status when a run ended short of its target (step 1's request budget ran out).
+EXIT_INCOMPLETE = 3
 
 
 @dataclass
@@ -46,6 +48,10 @@ class PipelineConfig:
             (the original code's, fetched on demand; see :mod:`selfinstruct_utils.released`). The
             manifest records the name and each template's hash.
         params: sampling parameters per step (default: paper Table 4).
+        scheduler: step 1's schedule (:data:`~selfinstruct_utils.generate.SCHEDULERS`): "lag" (new runs;
+            request r sees the decisions of requests <= r - W, W = ``request_batch_size``, W in flight
+            continuously; steps 2-3 send a per-request seed) or "batch" (runs started before it existed:
+            a stored configuration without this field reads as "batch" and keeps its behaviour).
     """
 
     seed_tasks: str | None = None
@@ -62,11 +68,39 @@ class PipelineConfig:
     classification_only: bool = False
     include_seed_tasks: bool = False
     template_set: str = "kit"
+    scheduler: str = "lag"
     params: dict[str, SamplingParams] = field(default_factory=lambda: dict(TABLE4))
 
     #: Fields a resumed run may change: a larger target or budget continues the same run. (The template
     #: set's name is not compared: its templates' hashes are, under ``templates``.)
     RESUMABLE = ("num_instructions", "max_requests", "template_set")
+
+    def validate(self) -> None:
+        """Refuse settings no run can use, before anything starts.
+
+        Raises:
+            ValueError: a count below 1 (``num_instructions``, ``request_batch_size``, ``max_requests``,
+                ``max_instances_per_task``, ``num_prompt_instructions``), a negative
+                ``num_machine_instructions``, a ROUGE-L threshold outside [0, 1], an unknown comparison or
+                template set, or ``max_tokens`` below 1.
+        """
+        for name in ("num_instructions", "request_batch_size", "max_instances_per_task", "num_prompt_instructions"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+        if self.max_requests is not None and (not isinstance(self.max_requests, int) or self.max_requests < 1):
+            raise ValueError(f"max_requests must be a whole number of at least 1 (or None), not {self.max_requests!r}")
+        if not isinstance(self.num_machine_instructions, int) or self.num_machine_instructions < 0:
+            raise ValueError(f"num_machine_instructions must be 0 or more, not {self.num_machine_instructions!r}")
+        if not 0.0 <= float(self.rouge_threshold) <= 1.0:
+            raise ValueError(f"rouge_threshold must lie in [0, 1], not {self.rouge_threshold!r}")
+        if self.rouge_comparison not in ("gt", "ge"):
+            raise ValueError(f"rouge_comparison must be 'gt' or 'ge', not {self.rouge_comparison!r}")
+        if self.template_set not in ("kit", "released"):
+            raise ValueError(f"template_set must be 'kit' or 'released', not {self.template_set!r}")
+        for step, p in self.params.items():
+            if p.max_tokens < 1:
+                raise ValueError(f"params[{step!r}].max_tokens must be at least 1, not {p.max_tokens}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -82,6 +116,7 @@ class PipelineConfig:
         for step, p in (data.get("params") or {}).items():
             known = {f.name for f in fields(SamplingParams)}
             params[step] = SamplingParams(**{k: (tuple(v) if k == "stop" else v) for k, v in p.items() if k in known})
+        kw.setdefault("scheduler", "batch")  # stored by a version without the field: its schedule
         return cls(**kw, params=params)
 
     @classmethod
@@ -111,33 +146,60 @@ def template_set_of(config: PipelineConfig) -> templates.TemplateSet:
     return template_set(config.template_set)
 
 
-def _run_config(config: PipelineConfig, seeds_file: Path, identity: str | None) -> dict[str, Any]:
+def _run_config(config: PipelineConfig, seeds_file: Path, identity: str | None, api: str | None = None) -> dict[str, Any]:
     """What the manifest stores as the run's configuration, and what a resume is checked against."""
     out = config.to_dict()
     out["seed_tasks"] = str(seeds_file)
     out["seed_tasks_sha256"] = _sha256(seeds_file)
     out["templates"] = template_set_of(config).fingerprint()
     out["model_identity"] = identity
+    if out.get("scheduler") == "batch":
+        out.pop("scheduler")  # the earlier versions' schedule is what a configuration without the field means
+    out["api"] = api  # completions or chat: the same prompt gives other answers
     return out
 
 
+def _kept_instructions(run_dir: str | Path) -> int:
+    """Instructions a run directory already keeps (complete lines of its step-1 file)."""
+    p = Path(run_dir) / FILES["instructions"]
+    if not p.is_file():
+        return 0
+    return p.read_bytes().count(b"\n")  # a half-written last line (no newline yet) is not kept
+
+
 def check_resumable(run_dir: str | Path, config: PipelineConfig, *, identity: str | None = None,
-                    force_new_config: bool = False) -> list[SeedTask]:
-    """Validate a run's inputs before anything starts: load the seed tasks, and check that an existing
-    run directory was started with this configuration. Creates nothing.
+                    api: str | None = None, force_new_config: bool = False) -> list[SeedTask]:
+    """Validate a run's inputs before anything starts: the settings, the seed tasks, the template set
+    (``released`` is fetched now, or fails now when offline), that no other invocation holds the run
+    directory, and that an existing run directory was started with this configuration. Creates nothing.
 
     Returns:
         The seed tasks.
     Raises:
+        ValueError: settings no run can use (:meth:`PipelineConfig.validate`).
         DataNotFoundError, DataFormatError: the seed file is missing or bad (file, line and field named).
-        ConfigChangedError: the run directory holds a run with a configuration that this one changes.
+        DownloadError: ``template_set="released"`` is not cached and cannot be fetched.
+        RunLockedError: another invocation is working on the run directory.
+        ConfigChangedError: the run directory holds a run with a configuration that this one changes,
+            or a smaller ``num_instructions`` than the instructions it already keeps (even with
+            ``force_new_config``: the records would not match it).
     """
+    config.validate()
     seeds_file = seed_tasks_path(config.seed_tasks)
     seed_tasks = load_seed_tasks(seeds_file)
+    template_set_of(config)
+    check_unlocked(run_dir)
     stored = stored_config(run_dir)
     if stored is not None:
-        check_config(run_dir, stored, _run_config(config, seeds_file, identity), allowed=PipelineConfig.RESUMABLE,
+        check_config(run_dir, stored, _run_config(config, seeds_file, identity, api), allowed=PipelineConfig.RESUMABLE,
                      force=force_new_config)
+        kept = _kept_instructions(run_dir)
+        if config.num_instructions < kept:
+            raise ConfigChangedError(
+                f"{run_dir} already keeps {kept} instructions (started with num_instructions="
+                f"{stored.get('num_instructions')!r}); num_instructions={config.num_instructions} cannot be "
+                f"resumed, as records are never removed. Resume with --num-instructions {kept} or more (or leave it "
+                "out), or start a new run directory")
     return seed_tasks
 
 
@@ -169,7 +231,12 @@ def run_pipeline(
         ValueError: unknown step names, or LM steps without a client.
         DataNotFoundError, DataFormatError: a missing or bad seed file (nothing is created).
         ConfigChangedError: a resumed run would change the stored configuration (nothing is run).
+        RunLockedError: another invocation is working on the run directory (nothing is run).
         LMRequestError: a request failed after its retries (every record written before stays).
+
+    When step 1's request budget runs out before ``num_instructions`` are kept, the manifest says so
+    (``status: "incomplete"``, ``shortfall``), :func:`format_summary` prints a warning, and the CLI exits
+    with :data:`EXIT_INCOMPLETE`.
     """
     config = config or PipelineConfig()
     unknown = set(steps) - set(STEPS)
@@ -178,14 +245,15 @@ def run_pipeline(
     if client is None and set(steps) - {"finetuning"}:
         raise ValueError("the LM steps need a client")
     identity = client.identity if client is not None else None
-    seed_tasks = check_resumable(run_dir, config, identity=identity, force_new_config=force_new_config)
+    api = client.api if client is not None else None
+    seed_tasks = check_resumable(run_dir, config, identity=identity, api=api, force_new_config=force_new_config)
     seeds_file = seed_tasks_path(config.seed_tasks)
     prompts = template_set_of(config)
     run = RunDir(run_dir, source=source)
     facts: dict[str, Any] = {"seed": config.seed, "n_seed_tasks": len(seed_tasks)}
     if client is not None:
         facts["lm"] = {**client.describe(), **(backend or {})}
-    run.begin(_run_config(config, seeds_file, identity), allowed_changes=PipelineConfig.RESUMABLE,
+    run.begin(_run_config(config, seeds_file, identity, api), allowed_changes=PipelineConfig.RESUMABLE,
               force_new_config=force_new_config, **facts)
     results: dict[str, StepResult] = {}
     try:
@@ -205,17 +273,27 @@ def run_pipeline(
                 classification_only=config.classification_only,
                 templates=prompts,
                 progress=progress,
+                scheduler=config.scheduler,
             )
             run.record_step("instructions", results["instructions"])
+            counts = results["instructions"].counts
+            budget = config.max_requests if config.max_requests is not None else 20 + 4 * config.num_instructions
+            run.set_shortfall("instructions", None if counts["kept"] >= config.num_instructions else {
+                "target": config.num_instructions, "kept": counts["kept"], "requests": counts["requests"],
+                "max_requests": budget,
+                "why": "the request budget ran out (raise --max-requests and run again to continue)",
+            })
         if "classification" in steps:
             instructions = [rec["instruction"] for rec in run.read("instructions")]
             results["classification"] = classify_instructions(
-                client, instructions, run, params=config.params["classification"], progress=progress, templates=prompts)
+                client, instructions, run, params=config.params["classification"], progress=progress, templates=prompts,
+                seed=config.seed if config.scheduler == "lag" else None)
             run.record_step("classification", results["classification"])
         if "instances" in steps:
             tasks = [(rec["instruction"], rec["is_classification"]) for rec in run.read("classification")]
             results["instances"] = generate_instances(client, tasks, run, params=config.params["instances"],
-                                                      progress=progress, templates=prompts)
+                                                      progress=progress, templates=prompts,
+                                                      seed=config.seed if config.scheduler == "lag" else None)
             run.record_step("instances", results["instances"])
         if "finetuning" in steps:
             results["finetuning"] = build_finetuning_data(
@@ -229,7 +307,7 @@ def run_pipeline(
     except Exception as err:
         run.end(f"failed: {type(err).__name__}: {err}"[:500])
         raise
-    run.end("finished")
+    run.end("incomplete" if run.manifest.get("shortfall") else "finished")
     return results
 
 
@@ -272,4 +350,7 @@ def format_summary(run_dir: str | Path) -> str:
         total["seconds"] += entry["seconds"]
     lines.append(f"  total: {total['seconds']:.1f} s, {total['requests']} requests ({total['cache_hits']} cached), "
                  f"{total['tokens']} tokens, ${total['cost_usd']:.4f}")
+    for step, short in (manifest.get("shortfall") or {}).items():
+        lines.append(f"  WARNING: INCOMPLETE: step {step} kept {short.get('kept')} of {short.get('target')} after "
+                     f"{short.get('requests')} of {short.get('max_requests')} requests: {short.get('why')}")
     return "\n".join(lines)

@@ -32,8 +32,8 @@ from typing import Any
 
 from .records import JsonlWriter, read_jsonl
 
-__all__ = ["FILES", "StepResult", "ConfigChangedError", "RunDir", "check_config", "config_changes", "package_versions",
-           "read_manifest", "stored_config"]
+__all__ = ["FILES", "StepResult", "ConfigChangedError", "RunLockedError", "RunDir", "check_config", "check_unlocked",
+           "config_changes", "package_versions", "read_manifest", "stored_config"]
 
 #: File names of a run directory, per step.
 FILES = {
@@ -69,6 +69,49 @@ class ConfigChangedError(ValueError):
     """An invocation would continue a run under a configuration that changes its results."""
 
 
+class RunLockedError(RuntimeError):
+    """Another invocation is working on the run directory right now; the message names it (pid, host,
+    start time)."""
+
+
+def _lock_paths(path: Path) -> tuple[Path, Path]:
+    return path / ".lock", path / ".lock.holder.json"
+
+
+def _holder(path: Path) -> str:
+    try:
+        h = json.loads(_lock_paths(path)[1].read_text(encoding="utf-8"))
+        return (f"process {h.get('pid')} on {h.get('host')} (started {h.get('started_at')}, "
+                f"invocation {h.get('invocation')})")
+    except (OSError, ValueError, AttributeError):
+        return "another process (its details are not written yet)"
+
+
+def _locked_message(path: Path) -> str:
+    return (f"{path} is in use by {_holder(path)}: two invocations on one run directory would duplicate its "
+            "records. Wait until it ends (or stop it), or use another --run-dir")
+
+
+def check_unlocked(path: str | os.PathLike) -> None:
+    """Raise :class:`RunLockedError` when another invocation holds the run directory's lock (creates nothing).
+
+    Raises:
+        RunLockedError: the message names the holder (pid, host, start time).
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    lock_file = _lock_paths(path)[0]
+    if not lock_file.exists():
+        return
+    lock = FileLock(lock_file, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLockedError(_locked_message(path)) from None
+    lock.release()
+
+
 def package_versions() -> dict[str, str | None]:
     """Installed versions of the packages that shape a run's results (None: not installed)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
@@ -90,9 +133,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any] | None:
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        manifest = json.loads(p.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):  # invalid JSON or UTF-8, huge numbers, deep nesting
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def stored_config(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -122,6 +166,8 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, allowed: S
     out = []
     for key in sorted(set(a) | set(b)):
         if key in allowed or key.split(".")[0] in allowed or b.get(key) is None:
+            continue
+        if key not in a and key.split(".")[0] not in old:  # a field earlier versions did not store
             continue
         old_v, new_v = a.get(key), b.get(key)
         if isinstance(old_v, list | tuple) and isinstance(new_v, list | tuple):
@@ -165,6 +211,7 @@ class RunDir:
         self.manifest: dict[str, Any] = read_manifest(self.path) or {"created_at": _now(), "steps": {}}
         self.invocation = f"{_dt.datetime.now(_dt.UTC).strftime('%Y%m%dT%H%M%S.%f')}-{os.getpid()}"
         self.source = source
+        self._lock = None
 
     # --- files --------------------------------------------------------------------------------------
     def file(self, key: str) -> Path:
@@ -208,14 +255,26 @@ class RunDir:
         Raises:
             ConfigChangedError: the configuration differs from the stored one in a field that changes
                 results; the message names each field with its old and new value, and the ways out.
+            RunLockedError: another invocation is working on this run directory (see :meth:`lock`).
+
+        Every change, allowed ones too (a larger ``num_instructions`` or ``max_requests``), is recorded
+        in ``manifest["config_history"]`` (field, old, new, and ``allowed`` or ``forced``).
         """
+        self.lock()
+        self.manifest = read_manifest(self.path) or self.manifest  # as the last holder of the lock left it
         stored = self.manifest.get("config")
         if stored is not None:
-            changes = check_config(self.path, stored, config, allowed=allowed_changes, force=force_new_config)
+            try:
+                check_config(self.path, stored, config, allowed=allowed_changes, force=force_new_config)
+            except BaseException:
+                self.unlock()
+                raise
+            changes = config_changes(stored, config)  # allowed ones too (a larger N or budget): all recorded
             if changes:
                 self.manifest.setdefault("config_history", []).append({
                     "at": _now(), "invocation": self.invocation,
-                    "changes": [{"field": k, "old": old, "new": new} for k, old, new in changes],
+                    "changes": [{"field": k, "old": old, "new": new, **({"allowed": True} if k.split(".")[0]
+                                 in allowed_changes else {"forced": True})} for k, old, new in changes],
                 })
             merged = dict(stored)
             merged.update(config)
@@ -229,18 +288,71 @@ class RunDir:
         self.save()
 
     def end(self, status: str) -> None:
-        """Close this invocation's entry ("finished", "interrupted", "failed: <error>")."""
+        """Close this invocation's entry ("finished", "incomplete", "interrupted", "failed: <error>") and
+        release the run directory's lock."""
         for inv in self.manifest.get("invocations", []):
             if inv["invocation"] == self.invocation:
                 inv["finished_at"] = _now()
                 inv["status"] = status
+        try:
+            self.save()
+        finally:
+            self.unlock()
+
+    # --- one invocation at a time -------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the run directory's lock (``.lock``, via ``filelock``; the OS frees it when the process
+        dies, so a killed run never leaves a stale lock) and write who holds it beside it
+        (``.lock.holder.json``: pid, host, start time, invocation). :meth:`begin` calls it, :meth:`end`
+        releases it.
+
+        Raises:
+            RunLockedError: another invocation holds it; the message names the holder.
+        """
+        from filelock import FileLock, Timeout
+
+        if getattr(self, "_lock", None) is not None and self._lock.is_locked:
+            return
+        lock_file, holder = _lock_paths(self.path)
+        self._lock = FileLock(lock_file, timeout=0)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            self._lock = None
+            raise RunLockedError(_locked_message(self.path)) from None
+        tmp = holder.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(), "started_at": _now(),
+                                   "invocation": self.invocation, "source": self.source}), encoding="utf-8")
+        os.replace(tmp, holder)
+
+    def unlock(self) -> None:
+        """Release the lock taken by :meth:`lock` (safe to call twice)."""
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None and lock.is_locked:
+            lock.release()
+
+    # --- a step that fell short of its target ----------------------------------------------------------
+    def set_shortfall(self, step: str, shortfall: dict[str, Any] | None) -> None:
+        """Record (or clear, with None) that a step ended short of its target, e.g. step 1's request
+        budget ran out: ``manifest["shortfall"][step]`` holds the facts and ``manifest["status"]`` is
+        "incomplete" while any step falls short ("complete" otherwise)."""
+        short = self.manifest.setdefault("shortfall", {})
+        if shortfall is None:
+            short.pop(step, None)
+        else:
+            short[step] = shortfall
+        if not short:
+            self.manifest.pop("shortfall")
+        self.manifest["status"] = "incomplete" if short else "complete"
         self.save()
 
     # --- usage --------------------------------------------------------------------------------------------
     def log_usage(self, step: str, completions: Sequence[Any], price_per_million: tuple[float, float] = (0.0, 0.0)) -> None:
         """Append one line to ``usage.jsonl`` for a batch of completions (before their records are written).
 
-        Cached completions count as cache hits; their tokens and cost are not counted again.
+        Cached completions count as cache hits; their tokens and cost are not counted again. For clients
+        that return a whole round at once (a batch API); a live client logs each answer where it caches
+        it (:meth:`log_request_usage`).
         """
         live = [c for c in completions if not c.cached]
         pin, pout = price_per_million
@@ -252,6 +364,35 @@ class RunDir:
                 "cache_hits": len(completions) - len(live), "prompt_tokens": prompt, "completion_tokens": completion,
                 "seconds": round(sum(c.seconds for c in live), 3), "cost_usd": (prompt * pin + completion * pout) / 1e6,
             })
+
+    def log_request_usage(self, step: str, completion: Any, price_per_million: tuple[float, float] = (0.0, 0.0),
+                          request_idx: int | None = None) -> None:
+        """Append one line to ``usage.jsonl`` for one answer, at the moment it is received.
+
+        :meth:`LMClient.arequest <selfinstruct_utils.llm.LMClient.arequest>` calls this (as ``on_usage``)
+        before it writes the answer to the response cache, so every answer the server sent is counted
+        exactly once, whatever is killed when: a cache hit counts as a cache hit (0 tokens), never as
+        tokens again. The file stays open between calls (one ``write`` + flush per line).
+        """
+        out = getattr(self, "_usage_out", None)
+        if out is None or out._fh.closed:
+            out = self._usage_out = self.writer("usage")
+        pin, pout = price_per_million
+        live = not completion.cached
+        prompt = completion.prompt_tokens if live else 0
+        comp = completion.completion_tokens if live else 0
+        out.write({
+            "invocation": self.invocation, "step": step, "request_idx": request_idx, "requests": int(live),
+            "cache_hits": int(not live), "prompt_tokens": prompt, "completion_tokens": comp,
+            "seconds": round(completion.seconds, 3) if live else 0.0, "cost_usd": (prompt * pin + comp * pout) / 1e6,
+        })
+
+    def close_usage(self) -> None:
+        """Close the usage log's writer (reopened by the next :meth:`log_request_usage`)."""
+        out = getattr(self, "_usage_out", None)
+        if out is not None:
+            out.close()
+            self._usage_out = None
 
     def usage(self, step: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """A step's LM usage over the whole run: (totals, per invocation), from ``usage.jsonl``."""

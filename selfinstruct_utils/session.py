@@ -8,7 +8,13 @@ from pathlib import Path
 from .llm import LMClient
 from .local_lm import EmbeddedLM
 
-__all__ = ["open_client"]
+__all__ = ["open_client", "SERVER_TOKENS_PER_SECOND"]
+
+#: The slowest per-request speed (tokens/s, queueing at the server included) that derived timeouts allow
+#: for on servers the kit did not start: a request may take 60 s + max_tokens / 2 (step 1 with Table 4's
+#: 1024 tokens: 9.5 min) before it is given up, and it is then not retried, since the server may still
+#: be generating it.
+SERVER_TOKENS_PER_SECOND = 2.0
 
 
 def open_client(
@@ -21,6 +27,7 @@ def open_client(
     gguf: str | os.PathLike | None = None,
     max_concurrency: int | None = None,
     timeout: float | None = None,
+    tokens_per_second: float | None = None,
 ) -> tuple[LMClient, EmbeddedLM | None]:
     """A client for ``backend`` and, for "embedded", the started server (call ``server.stop()`` when done;
     it also stops when the Python process ends).
@@ -32,8 +39,11 @@ def open_client(
             with model "smollm2-135m-instruct" when ``model`` is None).
         api: "completions" or "chat".
         cache_dir: response cache folder (None: no cache).
-        max_concurrency: requests in flight (default 1 for llama.cpp, 8 otherwise).
-        timeout: seconds per request (default: derived from max_tokens for the embedded server, else 120).
+        max_concurrency: requests in flight in every step (default 1 for llama.cpp, 8 otherwise).
+        timeout: seconds per request (default: derived from max_tokens: ``60 + max_tokens / tokens_per_second``).
+        tokens_per_second: the slowest per-request speed to allow for (default: the embedded server's
+            measured speed / 15; :data:`SERVER_TOKENS_PER_SECOND` for other servers). A timed-out
+            request is never retried (the server may still be generating it).
     Returns:
         (client, server or None).
     Raises:
@@ -43,15 +53,18 @@ def open_client(
     if backend == "embedded":
         server = EmbeddedLM(gguf).start()
         extra = {"timeout": timeout} if timeout else {}
+        if tokens_per_second:
+            extra["tokens_per_second"] = tokens_per_second
         return server.client(api=api, cache_dir=cache, max_concurrency=max_concurrency or 1, **extra), server
     if backend == "server":
         if not base_url:
             raise ValueError("backend 'server' needs base_url (e.g. http://localhost:8000/v1)")
         return LMClient(model or "smollm2-135m-instruct", base_url=base_url, api=api, cache_dir=cache,
-                        max_concurrency=max_concurrency or 1, timeout=timeout or 120.0), None
+                        max_concurrency=max_concurrency or 1, timeout=timeout,
+                        tokens_per_second=tokens_per_second or SERVER_TOKENS_PER_SECOND, retry_timeouts=False), None
     if backend == "openai":
         if not model:
             raise ValueError("backend 'openai' needs a model name, e.g. gpt-3.5-turbo-instruct")
-        return LMClient(model, api=api, cache_dir=cache, max_concurrency=max_concurrency or 8,
-                        timeout=timeout or 120.0), None
+        return LMClient(model, api=api, cache_dir=cache, max_concurrency=max_concurrency or 8, timeout=timeout,
+                        tokens_per_second=tokens_per_second or SERVER_TOKENS_PER_SECOND, retry_timeouts=False), None
     raise ValueError(f"unknown backend {backend!r}: choose embedded, server or openai")

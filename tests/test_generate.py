@@ -11,11 +11,12 @@ from selfinstruct_utils.generate import (
     classify_instructions,
     decide_candidates,
     generate_instructions,
+    request_seed,
     sample_prompt_instructions,
 )
 from selfinstruct_utils.llm import TABLE4, LMClient
+from selfinstruct_utils.novelty import NoveltyPool
 from selfinstruct_utils.records import load_seed_tasks
-from selfinstruct_utils.rouge import RougeIndex
 from selfinstruct_utils.runs import RunDir
 
 
@@ -46,7 +47,7 @@ def test_build_prompts_is_pure_and_seeded_per_request(seeds):
 
 
 def test_decide_candidates_records_each_decision_and_never_lists_itself(seeds):
-    pool = RougeIndex([t.instruction for t in seeds])
+    pool = NoveltyPool([t.instruction for t in seeds])
     n0 = len(pool)
     text = (" Write a limerick about a lazy cat who loves naps.\n10. Draw a picture of the sunset."
             "\n11. Detect if the Reddit thread contains any hate speech.\n12. Tell a joke.\n13. Write a limerick about a lazy cat who loves naps."
@@ -70,7 +71,7 @@ def test_decide_candidates_records_each_decision_and_never_lists_itself(seeds):
 
 
 def test_still_needed_keeps_exactly_that_many(seeds):
-    pool = RougeIndex([t.instruction for t in seeds])
+    pool = NoveltyPool([t.instruction for t in seeds])
     text = (" Write a limerick about a lazy cat who loves naps.\n10. Find the capital city of the given country."
             "\n11. Convert the recipe quantities from cups into grams for baking.")
     candidates, kept = decide_candidates(text, "stop", pool, still_needed=1, record_similar=0)
@@ -89,10 +90,12 @@ def _numbered(body: dict) -> str:
 
 
 def test_step1_on_a_fake_server_keeps_exactly_n_and_sends_table4(seeds, tmp_path):
+    """The schedule of runs started before the lag window existed (batches of W)."""
     with FakeOpenAI(text=_numbered) as fake:
         client = LMClient("m", base_url=fake.base_url, api_key="k")
         run = RunDir(tmp_path / "run")
-        res = generate_instructions(client, seeds, run, num_instructions=4, request_batch_size=2, progress=False)
+        res = generate_instructions(client, seeds, run, num_instructions=4, request_batch_size=2, progress=False,
+                                    scheduler="batch")
         body = fake.requests[0]
     # Table 4's decoding parameters reach the server, and each request has its own seed
     for key in ("max_tokens", "temperature", "top_p", "presence_penalty", "frequency_penalty"):
@@ -104,16 +107,41 @@ def test_step1_on_a_fake_server_keeps_exactly_n_and_sends_table4(seeds, tmp_path
     assert [c["decision"] for r in log for c in r["candidates"]] == ["kept"] * 4 + ["over_target"] * 2
     assert len(run.read("instructions")) == 4
     assert res.rejections == {"over_target": 2}
-    usage = run.read("usage")
-    assert [(u["step"], u["requests"]) for u in usage] == [("instructions", 2)]
+    usage = run.read("usage")  # one line per answer, logged where it is received
+    assert [(u["step"], u["requests"], u["request_idx"]) for u in usage] in (
+        [("instructions", 1, 0), ("instructions", 1, 1)], [("instructions", 1, 1), ("instructions", 1, 0)])
+
+
+def test_step1_lag_schedule_ends_the_log_at_the_request_that_reaches_the_target(seeds, tmp_path):
+    """Lag W = 2: request r sees the decisions of requests <= r - 2. Request 1 reaches the target (3 + 3
+    novel candidates for N = 4); request 2 was already sent (it needed request 0 alone): it is answered
+    and counted in the usage log, but the request log ends at request 1."""
+    with FakeOpenAI(text=_numbered) as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key="k")
+        run = RunDir(tmp_path / "run")
+        res = generate_instructions(client, seeds, run, num_instructions=4, request_batch_size=2, progress=False)
+        assert len(fake.requests) == 3
+        prompt_2 = next(r["prompt"] for r in fake.requests if r["seed"] == request_seed(42, 2))
+    log = run.read("requests")
+    assert [r["pool_upto_request"] for r in log] == [-2, -1]
+    assert res.counts == {"requests": 2, "candidates": 6, "kept": 4}
+    assert [c["decision"] for r in log for c in r["candidates"]] == ["kept"] * 4 + ["over_target"] * 2
+    assert sum(u["requests"] for u in run.read("usage")) == 3
+    # request 2's prompt held machine instructions kept by request 0, none of request 1's
+    kept_by = {k["instruction"]: k["request_idx"] for k in run.read("instructions")}
+    assert any(i in prompt_2 for i, r in kept_by.items() if r == 0)
+    assert not any(i in prompt_2 for i, r in kept_by.items() if r == 1)
 
 
 def test_step1_released_behaviour_keeps_the_whole_last_batch(seeds, tmp_path):
     with FakeOpenAI(text=_numbered) as fake:
         client = LMClient("m", base_url=fake.base_url, api_key="k")
         res = generate_instructions(client, seeds, RunDir(tmp_path / "run"), num_instructions=4, request_batch_size=2,
+                                    exact_num_instructions=False, progress=False, scheduler="batch")
+        lag = generate_instructions(client, seeds, RunDir(tmp_path / "lag"), num_instructions=4, request_batch_size=2,
                                     exact_num_instructions=False, progress=False)
     assert res.counts["kept"] == 6
+    assert lag.counts["kept"] == 6  # every novel candidate of the request that reached the target
 
 
 def test_step2_reads_answers_with_the_one_reader(tmp_path):

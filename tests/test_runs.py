@@ -45,7 +45,7 @@ def test_cache_key_holds_the_model_identity(tmp_path):
     with FakeOpenAI(text=" Yes", model_id="weights-A") as a, FakeOpenAI(text=" No", model_id="weights-B") as b:
         first = LMClient("same-alias", base_url=a.base_url, api_key="k", cache_dir=tmp_path)
         second = LMClient("same-alias", base_url=b.base_url, api_key="k", cache_dir=tmp_path)
-        assert first.identity == f"server:{a.base_url}#weights-A" and second.identity != first.identity
+        assert first.identity.startswith(f"server:{a.base_url}#weights-A#fp:") and second.identity != first.identity
         assert first.complete(["Is it?"], SamplingParams())[0].text == " Yes"
         out = second.complete(["Is it?"], SamplingParams())[0]
         assert out.text == " No" and not out.cached  # not the first model's answer
@@ -89,7 +89,8 @@ def test_usage_totals_add_up_across_a_kill_and_a_resume(tmp_path):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         usage = run_dir / "usage.jsonl"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not usage.exists() or usage.read_bytes().count(b"\n") < 1):
+        # usage.jsonl gets one line per answer as it arrives: kill after two
+        while time.monotonic() < deadline and (not usage.exists() or usage.read_bytes().count(b"\n") < 2):
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -138,12 +139,16 @@ def test_a_resume_keeps_the_stored_configuration_and_refuses_changes(tmp_path, c
         assert main(_cli(run_dir, fake.base_url, tmp_path / "c", "--seed", "42", "--force-new-config")) == 0
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["config"]["seed"] == 42
-    assert manifest["config_history"][0]["changes"] == [{"field": "seed", "old": 7, "new": 42}]
+    assert [h["changes"] for h in manifest["config_history"]] == [
+        [{"field": "num_instructions", "old": 2, "new": 4, "allowed": True}],
+        [{"field": "seed", "old": 7, "new": 42, "forced": True}],
+    ]
 
 
 def test_a_run_with_another_model_or_templates_is_refused(tmp_path):
     run = RunDir(tmp_path / "run")
     run.begin({"seed": 1, "model_identity": "gguf-sha256:aaa", "templates": {"input_first": "x1"}})
+    run.end("finished")
     again = RunDir(tmp_path / "run")
     with pytest.raises(ConfigChangedError, match=r"model_identity: 'gguf-sha256:aaa' -> 'gguf-sha256:bbb'"):
         again.begin({"seed": 1, "model_identity": "gguf-sha256:bbb", "templates": {"input_first": "x1"}})
@@ -316,3 +321,90 @@ def test_notebook_style_call_records_like_the_cli(tmp_path):
                 cli["steps"][step]["usage"]["requests"] + cli["steps"][step]["usage"]["cache_hits"] > 0
     assert "model: m" in format_summary(tmp_path / "nb") and "seed: 42" in format_summary(tmp_path / "nb")
     assert Path(tmp_path / "nb" / "usage.jsonl").is_file()
+
+
+# --- issue "Records that stay true": one invocation per run directory, api and N on resume, budget ---------
+def test_a_second_run_on_the_same_folder_fails_at_once_naming_the_holder(tmp_path):
+    """Two real processes on one run directory: the second fails at once (exit 2) naming the first's pid;
+    the first finishes, and the request log holds each request once."""
+    import threading
+
+    release = threading.Event()
+
+    def held(body: dict) -> str:  # step 1 answers wait until the second process has been refused
+        release.wait(timeout=300)
+        return _numbered(body)
+
+    run_dir = tmp_path / "run"
+    with FakeOpenAI(text=held) as fake:
+        cmd = [sys.executable, "-m", "selfinstruct_utils.cli", *_cli(run_dir, fake.base_url, tmp_path / "c"),
+               "--num-instructions", "4"]
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120  # a guard against a hang, not a measured time
+            while time.monotonic() < deadline and not fake.requests:
+                time.sleep(0.05)
+            assert fake.requests, "the first run sent no request"
+            second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        finally:
+            release.set()
+        out, err = first.communicate(timeout=300)
+        assert main(_cli(run_dir, fake.base_url, tmp_path / "c")) == 0  # the lock went with the first process
+    assert first.returncode == 0, err
+    assert second.returncode == 2
+    assert f"is in use by process {first.pid} on " in second.stderr and "another --run-dir" in second.stderr
+    log = [json.loads(x)["request_idx"] for x in open(run_dir / "instruction_requests.jsonl")]
+    assert log == sorted(set(log))  # no request twice
+    assert len(open(run_dir / "machine_generated_instructions.jsonl").readlines()) == 4
+    holder = json.loads((run_dir / ".lock.holder.json").read_text())
+    assert holder["pid"] != first.pid and holder["started_at"]  # the last holder: the resume in this process
+
+
+def test_a_resume_with_another_api_or_a_smaller_target_is_refused_and_changes_are_recorded(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with FakeOpenAI(text=_numbered) as fake:
+        assert main(_cli(run_dir, fake.base_url, tmp_path / "c", "--num-instructions", "4")) == 0
+        n = len(fake.requests)
+        capsys.readouterr()
+        assert main(_cli(run_dir, fake.base_url, tmp_path / "c", "--api", "chat")) == 2
+        assert "api: 'completions' -> 'chat'" in capsys.readouterr().err and len(fake.requests) == n
+        assert main(_cli(run_dir, fake.base_url, tmp_path / "c", "--num-instructions", "2")) == 2
+        err = capsys.readouterr().err
+        assert "already keeps 4 instructions (started with num_instructions=4)" in err
+        assert "--num-instructions 4 or more" in err and len(fake.requests) == n
+        assert main(_cli(run_dir, fake.base_url, tmp_path / "c", "--num-instructions", "2", "--force-new-config")) == 2
+        assert main(_cli(run_dir, fake.base_url, tmp_path / "c", "--num-instructions", "6", "--max-requests", "50")) == 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["config"]["num_instructions"] == 6 and manifest["config"]["api"] == "completions"
+    assert manifest["config_history"][-1]["changes"] == [
+        {"field": "max_requests", "old": None, "new": 50, "allowed": True},
+        {"field": "num_instructions", "old": 4, "new": 6, "allowed": True},
+    ]
+    assert len(open(run_dir / "machine_generated_instructions.jsonl").readlines()) == 6
+
+
+def test_a_run_that_runs_out_of_budget_says_so_and_exits_3(tmp_path, capsys):
+    """An LM that repeats itself: 5 instructions asked, 3 requests allowed."""
+    run_dir = tmp_path / "run"
+    same = " Describe the water cycle in simple words.\n10. Describe the water cycle in simple words."
+    answers = {"step 1": lambda body: same}
+
+    def text(body: dict) -> str:
+        return " No" if body.get("prompt", "").endswith("classification?") else answers["step 1"](body)
+
+    with FakeOpenAI(text=text, probe_text=" probe") as fake:
+        assert main(_cli(run_dir, fake.base_url, tmp_path / "c", "--num-instructions", "5", "--max-requests", "3")) == 3
+        out = capsys.readouterr().out
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        kept = len(open(run_dir / "machine_generated_instructions.jsonl").readlines())
+        assert kept == 1 and manifest["status"] == "incomplete"
+        assert manifest["shortfall"]["instructions"] == {
+            "target": 5, "kept": 1, "requests": 3, "max_requests": 3,
+            "why": "the request budget ran out (raise --max-requests and run again to continue)"}
+        assert manifest["invocations"][-1]["status"] == "incomplete"
+        assert "WARNING: INCOMPLETE: step instructions kept 1 of 5 after 3 of 3 requests" in out
+        assert "WARNING: INCOMPLETE" in format_summary(run_dir)
+        answers["step 1"] = _numbered  # more budget and a better LM: the same run reaches its target
+        assert main(_cli(run_dir, fake.base_url, tmp_path / "c", "--max-requests", "20")) == 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and "shortfall" not in manifest

@@ -1,0 +1,172 @@
+"""Throughput of steps 1-3 against a latency-simulating OpenAI-compatible server (issue 17).
+
+The server (``tests/fake_openai.py``, run in its own process so its CPU is not counted as the kit's)
+answers each request after L seconds, serves at most C at once, and counts how many are in flight.
+For each C the kit runs each step with ``--concurrency C`` (step 1 with W = C) and we report:
+
+- achieved requests/s against the ideal C / L, and the mean number in flight at the server;
+- the kit's CPU milliseconds per request (this process's user + system CPU time over the step);
+- a whole run through all four steps (``--full N``) against C = 256, L = 1 s: wall time beside the
+  ideal (requests x L / C) and peak memory (max RSS).
+
+``--engine PATH`` runs the same measurements with the engine found at PATH (e.g. a worktree of an
+earlier commit: ``git worktree add /tmp/oldmain 5046d98``), so figures from before and after come from
+one run on one machine. Usage::
+
+    python benchmarks/bench_throughput.py --out benchmarks/results/bench_throughput.md
+    python benchmarks/bench_throughput.py --engine /tmp/oldmain --only-steps   # the previous engine alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FAKE = ROOT / "tests" / "fake_openai.py"
+
+
+class Server:
+    """The fake server in a child process: ``stats()`` and ``reset()`` over its stdin/stdout."""
+
+    def __init__(self, latency: float, capacity: int | None, token_rate: float | None = None):
+        cmd = [sys.executable, str(FAKE), "--latency", str(latency)]
+        if capacity:
+            cmd += ["--capacity", str(capacity)]
+        if token_rate:
+            cmd += ["--token-rate", str(token_rate)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+        self.base_url = self.proc.stdout.readline().strip()
+
+    def _ask(self, cmd: str) -> str:
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline()
+
+    def stats(self) -> dict:
+        return json.loads(self._ask("stats"))
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _measure(server: Server, fn) -> dict:
+    server.reset()
+    before = server.stats()["delivered"]
+    cpu0, t0 = _cpu(), time.perf_counter()
+    fn()
+    wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    st = server.stats()
+    n = st["delivered"] - before
+    return {"requests": n, "wall": wall, "cpu_ms_per_request": 1000 * cpu / max(1, n),
+            "mean_in_flight": st["in_flight_seconds"] / wall if wall else 0.0, "max_in_flight": st["max_in_flight"]}
+
+
+def bench_steps(C: int, L: float, n_requests: int, work: Path) -> dict:
+    """Steps 2, 3 and 1 at concurrency C against a server of latency L and capacity C."""
+    from selfinstruct_utils.data import seed_tasks_path
+    from selfinstruct_utils.generate import classify_instructions, generate_instances, generate_instructions
+    from selfinstruct_utils.llm import LMClient
+    from selfinstruct_utils.records import load_seed_tasks
+    from selfinstruct_utils.runs import RunDir
+
+    seeds = load_seed_tasks(seed_tasks_path())
+    server = Server(L, C)
+    out = {}
+    try:
+        client = LMClient("m", base_url=server.base_url, api_key="k", max_concurrency=C, timeout=600)
+        instructions = [f"Write a short poem about the number {k} and the colour of the sea." for k in range(n_requests)]
+        run = RunDir(work / f"c{C}")
+        out["step 2"] = _measure(server, lambda: classify_instructions(client, instructions, run, progress=False))
+        out["step 3"] = _measure(server, lambda: generate_instances(client, [(i, False) for i in instructions], run,
+                                                                      progress=False))
+        # step 1 with W = C: about 3 novel instructions per request
+        n_inst = max(3, n_requests * 3 - 3 * C)
+        out["step 1"] = _measure(server, lambda: generate_instructions(
+            client, seeds, RunDir(work / f"s1-c{C}"), num_instructions=n_inst, request_batch_size=C,
+            max_requests=n_requests, progress=False))
+    finally:
+        server.close()
+    for row in out.values():
+        row["ideal_rps"] = C / L
+        row["rps"] = row["requests"] / row["wall"]
+    return out
+
+
+def bench_full(n: int, C: int, L: float, work: Path) -> dict:
+    """All four steps for n instructions (CLI code path: run_pipeline) at concurrency C, W = C."""
+    from selfinstruct_utils.llm import LMClient
+    from selfinstruct_utils.pipeline import PipelineConfig, run_pipeline
+
+    server = Server(L, C)
+    try:
+        client = LMClient("m", base_url=server.base_url, api_key="k", max_concurrency=C, timeout=600)
+        config = PipelineConfig(num_instructions=n, request_batch_size=C)
+        cpu0, t0 = _cpu(), time.perf_counter()
+        run_pipeline(client, work / f"full-{n}", config, progress=False)
+        wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        st = server.stats()
+    finally:
+        server.close()
+    requests = st["delivered"]
+    return {"instructions": n, "requests": requests, "wall": wall, "ideal": requests * L / C,
+            "cpu_ms_per_request": 1000 * cpu / max(1, requests),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", help="a checkout whose selfinstruct_utils to measure (default: this one)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 64, 256])
+    ap.add_argument("--latency", type=float, nargs="+", default=None,
+                    help="L per C (default: 0.1 s at 8, 0.5 s at 64, 1 s at 256: at most 256 requests/s)")
+    ap.add_argument("--requests", type=int, default=None, help="requests per step (default: 6 x C, at least 200)")
+    ap.add_argument("--full", type=int, default=0, help="instructions of the all-four-steps run (0: none)")
+    ap.add_argument("--json", help="write the results here as JSON")
+    args = ap.parse_args()
+    if args.engine:
+        sys.path.insert(0, str(Path(args.engine).resolve()))
+    import selfinstruct_utils
+
+    engine = str(Path(selfinstruct_utils.__file__).parent.parent)
+    latencies = args.latency or [{8: 0.1, 64: 0.5, 256: 1.0}.get(c, 1.0) for c in args.concurrency]
+    results = {"engine": engine, "steps": {}, "full": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        for C, L in zip(args.concurrency, latencies, strict=True):
+            n = args.requests or max(200, 6 * C)
+            res = bench_steps(C, L, n, Path(tmp))
+            results["steps"][C] = {"latency": L, **res}
+            for step, row in res.items():
+                print(f"C={C:4d} L={L:.2f}s {step}: {row['requests']:5d} requests {row['rps']:7.1f}/s "
+                      f"(ideal {row['ideal_rps']:.0f}/s, {100 * row['rps'] / row['ideal_rps']:.0f}%), "
+                      f"mean in flight {row['mean_in_flight']:.1f}, kit CPU {row['cpu_ms_per_request']:.2f} ms/request",
+                      flush=True)
+        if args.full:
+            full = bench_full(args.full, 256, 1.0, Path(tmp))
+            results["full"] = full
+            print(f"full run: {full['instructions']} instructions, {full['requests']} requests, {full['wall']:.0f} s "
+                  f"(ideal {full['ideal']:.0f} s, {full['wall'] / full['ideal']:.2f}x), kit CPU "
+                  f"{full['cpu_ms_per_request']:.2f} ms/request, peak RSS {full['peak_rss_mb']:.0f} MB", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Driving a server at its capacity (issue 17) and counting its tokens exactly (issue 18.1), on loopback
+fakes: a continuous window in steps 2-3, step 1's lag schedule (the same files whatever order answers
+come in, and after kills), timeouts from max_tokens, usage equal to what a counting server delivered."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fake_openai import FakeOpenAI, bench_text, shuffled_latency
+
+from selfinstruct_utils.generate import classify_instructions, generate_instances, generate_instructions
+from selfinstruct_utils.llm import TABLE4, LMClient
+from selfinstruct_utils.pipeline import PipelineConfig, run_pipeline
+from selfinstruct_utils.records import load_seed_tasks
+from selfinstruct_utils.runs import RunDir
+
+STEP_FILES = ["instruction_requests.jsonl", "machine_generated_instructions.jsonl", "is_clf_or_not.jsonl",
+              "machine_generated_instances.jsonl", "finetuning/prompt_completion.jsonl"]
+
+
+@pytest.fixture(scope="module")
+def seeds(data):
+    return load_seed_tasks(data / "self_instruct" / "seed_tasks.jsonl")
+
+
+# --- steps 2-3: a continuous window -----------------------------------------------------------------------
+def test_steps_2_and_3_keep_c_requests_in_flight_with_no_batch_barrier(tmp_path):
+    """The first request is answered only after 31 later ones arrived: with any batch barrier the run would
+    stall at the end of the first batch. The server never sees more than C = 4 at once, and sees 4."""
+    instructions = [f"Task number {k} to classify." for k in range(40)]
+    released = threading.Event()
+
+    def latency(body: dict) -> float:
+        if "Task number 0 to" in body["prompt"]:
+            released.wait(60)
+            return 0.0
+        if len(fake.requests) >= 32:
+            released.set()
+        return 0.005
+
+    with FakeOpenAI(text=" No", latency=latency) as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=4)
+        run = RunDir(tmp_path / "run")
+        res = classify_instructions(client, instructions, run, progress=False)
+        assert released.is_set(), "a batch barrier held the window back"
+        assert fake.max_in_flight == 4 and len(fake.requests) == 40
+        assert fake.answer_order[-1] != 0 or fake.answer_order.index(0) > 30
+    assert [r["instruction"] for r in run.read("classification")] == instructions  # input order
+    assert res.counts["classified"] == 40
+    # step 3 through the same window: C in flight, records in order
+    with FakeOpenAI(text=bench_text, latency=shuffled_latency(0.0, 0.03, seed=3)) as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=8)
+        generate_instances(client, [(i, False) for i in instructions], run, progress=False)
+        assert fake.max_in_flight == 8 and fake.answer_order != sorted(fake.answer_order)
+    assert [r["instruction"] for r in run.read("instances")] == instructions
+
+
+# --- step 1: the lag schedule, whatever the order of the answers --------------------------------------------
+class RoundClient:
+    """A client that answers whole rounds (the interface of a batch API client: ``batch_api = True``)."""
+
+    batch_api = True
+
+    def __init__(self, inner: LMClient):
+        self.inner = inner
+        self.price_per_million = inner.price_per_million
+        self.max_concurrency = inner.max_concurrency
+        self.calls: list[tuple[str, list[int]]] = []
+
+    def complete(self, prompts, params, *, step, request_ids, seeds=None):
+        self.calls.append((step, list(request_ids)))
+        return self.inner.complete(prompts, params, step=step, request_ids=request_ids, seeds=seeds)
+
+
+def _step1(seeds, folder: Path, *, latency=0.0, concurrency=6, rounds=False, scheduler="lag", n=30):
+    with FakeOpenAI(text=bench_text, latency=latency) as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=concurrency)
+        if rounds:
+            client = RoundClient(client)
+        run = RunDir(folder)
+        generate_instructions(client, seeds, run, num_instructions=n, request_batch_size=6, progress=False,
+                              scheduler=scheduler, record_similar=3)
+        order = list(fake.answer_order)
+    files = tuple((folder / f).read_bytes() for f in STEP_FILES[:2])
+    return files, order, client
+
+
+def test_step1_gives_the_same_files_whatever_order_the_answers_arrive_in(seeds, tmp_path):
+    reference, order, _ = _step1(seeds, tmp_path / "sequential", concurrency=1)
+    assert order == sorted(order)
+    for k, seed in enumerate((1, 2)):
+        files, order, _ = _step1(seeds, tmp_path / f"shuffled{k}", latency=shuffled_latency(0.0, 0.05, seed=seed))
+        assert order != sorted(order)  # the answers really came back out of order
+        assert files == reference
+    files, _, client = _step1(seeds, tmp_path / "rounds", rounds=True)
+    assert files == reference  # a batch API client: rounds of W, the same request -> pool mapping
+    assert [ids for _, ids in client.calls][:2] == [list(range(6)), list(range(6, 12))]
+    log = [json.loads(x) for x in reference[0].splitlines()]
+    assert [r["pool_upto_request"] for r in log] == [r - 6 for r in range(len(log))]
+    # the schedule of earlier runs (batches of W) is kept too, and is also order-independent
+    batch, _, _ = _step1(seeds, tmp_path / "batch", scheduler="batch", latency=shuffled_latency(0.0, 0.05, seed=4))
+    batch_rounds, _, _ = _step1(seeds, tmp_path / "batch-rounds", scheduler="batch", rounds=True)
+    assert batch == batch_rounds and batch != reference
+    assert all(json.loads(x)["batch_idx"] == json.loads(x)["request_idx"] // 6 for x in batch[0].splitlines())
+
+
+def test_a_run_without_a_stored_scheduler_keeps_the_batch_schedule(seeds, tmp_path):
+    """Manifests written before the lag schedule have no "scheduler": such a run resumes in batches."""
+    assert PipelineConfig.from_dict({"num_instructions": 3}).scheduler == "batch"
+    assert PipelineConfig().scheduler == "lag"
+    from selfinstruct_utils.cli import main
+
+    run_dir = tmp_path / "old"
+    with FakeOpenAI(text=bench_text) as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key="k")
+        run_pipeline(client, run_dir, PipelineConfig(num_instructions=3, request_batch_size=2, scheduler="batch"),
+                     steps=("instructions",), progress=False)
+        assert "scheduler" not in json.loads((run_dir / "manifest.json").read_text())["config"]
+        assert main(["run", "--run-dir", str(run_dir), "--backend", "server", "--base-url", fake.base_url, "--model", "m",
+                     "--cache-dir", "", "--no-progress", "--num-instructions", "9"]) in (0, 3)
+    log = RunDir(run_dir).read("requests")
+    assert len(log) >= 4 and all("batch_idx" in r and "pool_upto_request" not in r for r in log)
+
+
+# --- kills: identical files, and every token counted exactly once --------------------------------------------
+def _cli(run_dir: Path, base_url: str, cache: Path) -> list[str]:
+    return [sys.executable, "-m", "selfinstruct_utils.cli", "run", "--run-dir", str(run_dir), "--backend", "server",
+            "--base-url", base_url, "--model", "m", "--num-instructions", "10", "--request-batch-size", "3",
+            "--concurrency", "4", "--no-progress", "--cache-dir", str(cache)]
+
+
+def _logged(run_dir: Path) -> tuple[int, int, int]:
+    """(requests, prompt tokens, completion tokens) in the run's usage log (complete lines only)."""
+    path = run_dir / "usage.jsonl"
+    if not path.exists():
+        return 0, 0, 0
+    lines = [json.loads(x) for x in path.read_bytes().split(b"\n") if x.strip()]
+    return (sum(x["requests"] for x in lines), sum(x["prompt_tokens"] for x in lines),
+            sum(x["completion_tokens"] for x in lines))
+
+
+def _counting_fake(**kw) -> FakeOpenAI:
+    probe = getattr(LMClient, "PROBE_PROMPT", None)  # a client's own model probe is not a step's request
+    return FakeOpenAI(text=bench_text, tokens="words", latency=shuffled_latency(0.0, 0.04, seed=5),
+                      count_if=lambda body: probe is None or body.get("prompt") != probe, **kw)
+
+
+def test_sigkill_at_several_points_gives_identical_files_and_exact_usage(tmp_path):
+    """Kill the CLI (SIGKILL) in step 1, step 2 and step 3, each time with answers delivered and more held
+    in flight, and resume: the files equal an uninterrupted run's, and the usage log's requests and tokens
+    equal what the counting server delivered, exactly (killed invocations included; never a 0-token
+    "cache hit" for an answer the server produced)."""
+    full = tmp_path / "full"
+    with _counting_fake() as fake:
+        subprocess.run(_cli(full, fake.base_url, tmp_path / "cache-full"), check=True, capture_output=True, timeout=300)
+        assert _logged(full) == (fake.delivered, fake.prompt_tokens, fake.completion_tokens)
+        n1 = len(RunDir(full).read("requests"))
+    part = tmp_path / "part"
+    kill_at = [2, n1 + 4, n1 + 10 + 5]  # answers delivered: in step 1, step 2 (10 requests), step 3
+    with _counting_fake() as fake:
+        for target in [*kill_at, None]:
+            if target is not None:
+                fake.hold_after(target)
+            proc = subprocess.Popen(_cli(part, fake.base_url, tmp_path / "cache"), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+            if target is None:
+                _, err = proc.communicate(timeout=300)
+                assert proc.returncode == 0, err.decode()[-2000:]
+                break
+            deadline = time.monotonic() + 60
+            # wait until the server holds answers back and the run logged every answer it was sent
+            while time.monotonic() < deadline and not (
+                    fake.delivered >= target and fake.in_flight > 0 and _logged(part)[0] == fake.delivered):
+                time.sleep(0.01)
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            fake.drop_held()
+        delivered = (fake.delivered, fake.prompt_tokens, fake.completion_tokens)
+    for name in STEP_FILES:
+        assert (full / name).read_bytes() == (part / name).read_bytes(), name
+    assert _logged(part) == delivered
+    manifest = json.loads((part / "manifest.json").read_text())
+    steps = manifest["steps"]
+    assert sum(steps[s]["usage"]["requests"] for s in ("instructions", "classification", "instances")) == delivered[0]
+    assert sum(steps[s]["usage"]["prompt_tokens"] for s in ("instructions", "classification", "instances")) == delivered[1]
+    assert len(steps["instructions"]["usage_by_invocation"]) == 2  # the run killed in step 1 and the next one
+    assert [i["status"] for i in manifest["invocations"]] == ["running"] * 3 + ["finished"]
+
+
+# --- timeouts ---------------------------------------------------------------------------------------------
+def test_server_timeouts_follow_max_tokens_and_are_never_retried():
+    from selfinstruct_utils.cli import _client
+    from selfinstruct_utils.session import SERVER_TOKENS_PER_SECOND, open_client
+
+    client, _ = open_client("server", base_url="http://127.0.0.1:9/v1", model="m")
+    assert client.timeout is None and client.retry_timeouts is False
+    assert client.timeout_for(TABLE4["instructions"]) == 60 + 1024 / SERVER_TOKENS_PER_SECOND
+    assert client.timeout_for(TABLE4["classification"]) == 60 + 3 / SERVER_TOKENS_PER_SECOND
+    args = argparse.Namespace(backend="server", model="m", base_url="http://127.0.0.1:9/v1", api="completions",
+                              cache_dir="", concurrency=64, timeout=None, tokens_per_second=10.0)
+    with _client(args) as (cli_client, _):
+        assert cli_client.max_concurrency == 64 and cli_client.retry_timeouts is False
+        assert cli_client.timeout_for(TABLE4["instances"]) == 60 + 300 / 10
+        assert cli_client.timeout_for(TABLE4["instructions"].replace(max_tokens=100)) == 60 + 100 / 10
