@@ -143,6 +143,7 @@ def request_seconds(seconds: Sequence[float], labels: Sequence[str], *, title: s
         ax.text(float(g.max()), y, f"  median {np.median(g):.3f} s (n = {len(g)}, {g.min():.3f}-{g.max():.3f})",
                 va="center", fontsize=8)
     ax.set_yticks(range(len(kinds)), kinds)
+    ax.invert_yaxis()  # the first kind on top
     ax.set_xlim(0, float(values.max()) * 1.9 if len(values) else 1)
     ax.set_xlabel("seconds per request (dots: each request; bar: median)")
     ax.set_title(title)
