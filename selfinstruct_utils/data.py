@@ -8,7 +8,7 @@ then the user cache (``~/.cache/selfinstruct-kit``) filled by :func:`selfinstruc
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 __all__ = [
@@ -57,6 +57,8 @@ class DatasetInfo:
         expected: records the published file holds (lines of a JSONL file, items of a JSON list; None:
             not checked).
         download: the ``selfinstruct download --what`` group that fetches it (None: not downloadable).
+        size, sha256: the published file's length in bytes and SHA-256 (None: not known); a download
+            must match them (:func:`selfinstruct_utils.download.download`).
     """
 
     name: str
@@ -66,6 +68,8 @@ class DatasetInfo:
     role: str
     expected: int | None = None
     download: str | None = None
+    size: int | None = None
+    sha256: str | None = None
 
 
 #: Every dataset the kit knows, once. Notebooks and the downloader pick from it by name, role or group.
@@ -96,6 +100,26 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("GPTeacher role-play", "generated/teknium1__GPTeacher/roleplay-simple-deduped-roleplay-instruct.json",
                 None, "MIT", "related"),
 )}
+
+#: Size and SHA-256 of the published files, measured on the copies of yizhongw/self-instruct @0b26cca
+#: (the seed group; the larger files' are not known here and stay unchecked but for their record counts).
+_PUBLISHED = {
+    "self_instruct/seed_tasks.jsonl": (110_934, "7779004fa198fdf27cf70a159363879d8a26c53329e11b436af17b3941875f48"),
+    "self_instruct/human_eval/user_oriented_instructions.jsonl":
+        (170_193, "81d60a117db495cecedecd9193504fd07c5b5a42f6699ef6b0f9da10fc22f42e"),
+    **{f"self_instruct/human_eval/predictions/{m}_predictions.jsonl": v for m, v in {
+        "davinci-self-instruct-and-superni-ft": (266_296, "6aed46012920f7eb2f2779c329e5e06c57d59ed66235a40c155bcc62952ec89f"),
+        "davinci-self-instruct": (316_734, "d454d989d16567ba9ed2898940beb3bfced2887b8014a5b6f5fa7955e499a4b8"),
+        "davinci-superni-ft": (329_010, "e38f88de443b3a567ffffb80312dba796fd3ccf227b63842e218a4517678e87d"),
+        "davinci-t0-ft": (248_674, "346c6f6f24e126a1ca8c97593275558f4e83c0b36ed9125e4b7c2c9ac22200b2"),
+        "davinci": (1_239_153, "29ebefae64941a53d296021d191462e7f1ec87c3112d5bf4971d62ba61b30730"),
+        "text-davinci-001": (283_249, "0e5486cb74260ed10dfc43d6c26343c4bb98251401003b46ae3fca498305a94d"),
+        "text-davinci-002": (277_659, "30e448059bb2c3aaf2926c93f97d967aa7523acdcaec08b2bbd36ea6b4e1e9f7"),
+        "text-davinci-003": (310_102, "9fbf9229c917f2c832399e4d474f0ed1a4f367fae61e5eee814f3db687e0d584"),
+    }.items()},
+}
+DATASETS = {name: (replace(d, size=_PUBLISHED[d.path][0], sha256=_PUBLISHED[d.path][1]) if d.path in _PUBLISHED else d)
+            for name, d in DATASETS.items()}
 
 #: Relative path in the data folder -> URL of the published original, for every downloadable file.
 ORIGINAL_FILES: dict[str, str] = {d.path: d.url for d in DATASETS.values() if d.download and d.url}

@@ -13,12 +13,15 @@
 
 Each file is written to ``<name>.part`` first and renamed only when whole: an interrupted download
 resumes from the ``.part`` file with an HTTP ``Range`` request (from the start when the server ignores
-it); a body shorter than the server announced, or a record count other than the registry's, is an
-error that leaves the final name untouched.
+it); a body shorter than the server announced, a record that does not parse (a body cut inside its
+last line), a record count other than the registry's, or a size or SHA-256 other than the published one
+is an error that leaves the final name untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -60,40 +63,79 @@ def files_of(what: str | list[str] | tuple[str, ...] = "seeds") -> list[DatasetI
 
 
 def count_records(path: str | os.PathLike) -> int:
-    """Records in a downloaded file: items of a JSON list (``.json``), else non-blank lines (JSONL).
+    """Records in a downloaded file: items of a JSON list (``.json``), else non-blank lines of JSONL,
+    each of which must parse as a JSON object (a body cut inside its last line does not count as whole).
 
     Raises:
-        DownloadError: a ``.json`` file that is not a JSON list (e.g. cut short).
+        DownloadError: a ``.json`` file that is not a JSON list, or a JSONL line that is not a JSON
+            object (e.g. cut short); the message names the file and the line.
     """
     path = Path(path)
     if path.name.endswith(".json") or path.name.endswith(".json.part"):
         try:
             data = json.loads(path.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DownloadError(f"{path} is not valid JSON ({err}); it may be cut short") from None
+        except (ValueError, RecursionError) as err:  # invalid JSON or UTF-8, huge numbers, deep nesting
+            raise DownloadError(f"{path} is not valid JSON ({str(err)[:200]}); it may be cut short") from None
         if not isinstance(data, list):
             raise DownloadError(f"{path} holds a JSON {type(data).__name__}, not a list of records")
         return len(data)
+    count = 0
     with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                ok = isinstance(json.loads(line), dict)
+            except (ValueError, RecursionError):
+                ok = False
+            if not ok:
+                raise DownloadError(f"{path}:{number}: not a JSON object (a body cut short, or not the published "
+                                    "file)")
+            count += 1
+    return count
 
 
-def _fetch(url: str, target: Path, *, timeout: float, progress: bool) -> None:
-    """Download ``url`` into ``target``'s ``.part`` file, resuming it; raise unless the body is whole."""
+def _check_published(part: Path, entry: DatasetInfo, url: str) -> None:
+    """Compare a whole ``.part`` file with the registry's published size and SHA-256 (where known)."""
+    if entry.size is not None and part.stat().st_size != entry.size:
+        raise DownloadError(f"{url} gave {part.stat().st_size:,} bytes, the published file has {entry.size:,}: kept "
+                            f"as {part}, not as {part.name[:-5]}. Delete it and run again, or accept it with --no-check "
+                            "(check=False).")
+    if entry.sha256 is not None:
+        digest = hashlib.sha256()
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != entry.sha256:
+            raise DownloadError(f"{url} gave a file whose SHA-256 {digest.hexdigest()[:16]}... differs from the "
+                                f"published {entry.sha256[:16]}...: kept as {part}. Delete it and run again, or accept "
+                                "it with --no-check (check=False).")
+
+
+def _fetch(url: str, target: Path, *, timeout: float, progress: bool, hint: str | None = None) -> None:
+    """Download ``url`` into ``target``'s ``.part`` file, resuming it; raise unless the body is whole.
+
+    ``hint``: what else the user can do when the machine is offline (default: point SELFINSTRUCT_DATA at a
+    folder that has the file, which is where :func:`~selfinstruct_utils.data.data_dir` looks)."""
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # nothing left to fetch: the .part file is already whole
+        if err.code == 416 and have:  # nothing left to fetch, if the .part file is as long as the server's
+            total = (err.headers.get("Content-Range") or "").rpartition("/")[2] if err.headers else ""
+            if total.isdigit() and int(total) != have:
+                raise DownloadError(f"{part} holds {have:,} bytes but the server's file {url} has {int(total):,}: "
+                                    f"it is not a part of that file. Delete {part} and run again.") from None
             return
         raise DownloadError(f"could not download {url}: HTTP {err.code} {err.reason}. The file may have moved: "
                             f"fetch it by hand into {target}.") from None
     except (urllib.error.URLError, TimeoutError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise DownloadError(f"could not download {url} ({reason}). This machine may be offline: copy the file "
-                            f"by hand to {target}, or point SELFINSTRUCT_DATA at a folder that has it.") from None
+                            f"by hand to {target}, or "
+                            f"{hint or 'point SELFINSTRUCT_DATA at a folder that has it'}.") from None
     with response:
         if response.status == 206:  # the server resumes where the .part file ends
             total_header = response.headers.get("Content-Range", "").rpartition("/")[2]
@@ -138,16 +180,20 @@ def download(
         files: instead of ``what``, these paths of :data:`~selfinstruct_utils.data.ORIGINAL_FILES`.
         mirror: a base URL standing in for ``https://raw.githubusercontent.com`` (a local mirror laid out
             as ``<owner>/<repo>/<branch>/<path>``; default: ``$SELFINSTRUCT_MIRROR``, else the original).
-        check: compare each file's record count with the registry's ``expected`` (lines of JSONL, items
-            of a JSON list) before giving it its final name.
+        check: before giving a file its final name, parse every record, and compare the record count
+            with the registry's ``expected`` (lines of JSONL, items of a JSON list) and the file with its
+            published size and SHA-256 where the registry knows them. False (``--no-check``) accepts the
+            file as it came (a whole body is still required).
         timeout: seconds to wait for the server, per connection and per read.
         progress: show a progress bar (bytes) per file.
     Returns:
         The folder.
     Raises:
-        DownloadError: offline or unreachable, an HTTP error (e.g. 404), a body cut short, or a record
-            count that differs (the file stays ``<name>.part``; ``check=False`` accepts it). The message
-            names the URL.
+        DownloadError: offline or unreachable, an HTTP error (e.g. 404), a body cut short, a record that
+            does not parse, a record count, size or SHA-256 that differs (the file stays ``<name>.part``;
+            ``check=False`` accepts it), or a ``.part`` longer or shorter than the server's file on a 416
+            answer. Every file is tried; the message names each URL that failed, and no folder is left
+            empty by a failed file.
         ValueError: an unknown group or file.
     """
     dest = Path(dest) if dest is not None else CACHE_DIR
@@ -160,19 +206,33 @@ def download(
     else:
         entries = files_of(what)
     mirror = mirror if mirror is not None else os.environ.get("SELFINSTRUCT_MIRROR")
-    for entry in entries:
+    failures: list[DownloadError] = []
+    for entry in entries:  # every file is tried; the failures are reported together at the end
         target = dest / entry.path
         if target.is_file():
             continue
         url = mirror.rstrip("/") + entry.url[len(RAW):] if mirror else entry.url
+        made = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
-        _fetch(url, target, timeout=timeout, progress=progress)
-        part = target.with_name(target.name + ".part")
-        if check and entry.expected is not None:
-            found = count_records(part)
-            if found != entry.expected:
-                raise DownloadError(
-                    f"{url} holds {found:,} records, the published file {entry.expected:,}: kept as {part}, not "
-                    f"as {target.name}. Delete it and run again, or accept it with --no-check (check=False).")
-        os.replace(part, target)
+        try:
+            _fetch(url, target, timeout=timeout, progress=progress)
+            part = target.with_name(target.name + ".part")
+            if check:
+                found = count_records(part)  # every record must parse
+                if entry.expected is not None and found != entry.expected:
+                    raise DownloadError(
+                        f"{url} holds {found:,} records, the published file {entry.expected:,}: kept as {part}, "
+                        f"not as {target.name}. Delete it and run again, or accept it with --no-check (check=False).")
+                _check_published(part, entry, url)
+            os.replace(part, target)
+        except DownloadError as err:
+            failures.append(err)
+            for folder in made:  # folders this attempt created and left empty go again
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise DownloadError(f"{len(failures)} of {len(entries)} files could not be downloaded:\n"
+                            + "\n".join(f"- {err}" for err in failures))
     return dest

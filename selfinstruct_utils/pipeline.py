@@ -18,7 +18,16 @@ from .finetune import build_finetuning_data
 from .generate import classify_instructions, generate_instances, generate_instructions
 from .llm import TABLE4, LMClient, SamplingParams
 from .records import SeedTask, load_seed_tasks
-from .runs import FILES, ConfigChangedError, RunDir, StepResult, check_config, check_unlocked, read_manifest, stored_config
+from .runs import (
+    FILES,
+    ConfigChangedError,
+    RunDir,
+    StepResult,
+    check_config,
+    check_unlocked,
+    read_manifest,
+    stored_config,
+)
 
 __all__ = ["STEPS", "EXIT_INCOMPLETE", "PipelineConfig", "check_resumable", "run_pipeline", "format_summary"]
 

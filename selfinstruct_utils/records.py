@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ __all__ = [
     "write_jsonl",
     "load_seed_tasks",
     "seed_task_from_dict",
+    "check_text",
 ]
 
 
@@ -95,6 +97,8 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_partial_last_line: bool = Fa
     path = Path(path)
     with open(path, "rb") as fh:
         data = fh.read()
+    if data.startswith(_BOM):  # a UTF-8 byte-order mark (some editors write one) is not part of the data
+        data = data[len(_BOM):]
     ends_with_newline = data.endswith(b"\n")
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
@@ -119,6 +123,10 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_partial_last_line: bool = Fa
                     "load it with load_dataset() or convert it"
                 ) from None
             raise DataFormatError(path, number, None, f"invalid JSON ({err.msg} at column {err.colno})") from None
+        except ValueError as err:  # e.g. an integer of more than 4,300 digits
+            raise DataFormatError(path, number, None, f"a value Python cannot read ({str(err)[:120]})") from None
+        except RecursionError:
+            raise DataFormatError(path, number, None, "JSON nested too deeply to read") from None
         if not isinstance(obj, dict):
             if isinstance(obj, list) and number == 1:
                 raise DataFormatError(
@@ -127,6 +135,27 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_partial_last_line: bool = Fa
                 )
             raise DataFormatError(path, number, None, f"expected a JSON object, found {type(obj).__name__}")
         yield number, obj
+
+
+_BOM = b"\xef\xbb\xbf"
+#: Unpaired surrogates (cannot be written as UTF-8) and control characters other than tab, newline, CR.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check_text(value: str, path: str | os.PathLike, line: int, field: str) -> str:
+    """``value`` if it holds no unpaired surrogate and no control character (tab, newline and carriage
+    return are allowed).
+
+    Raises:
+        DataFormatError: naming file, line, field and the character's position.
+    """
+    for pattern, what in ((_SURROGATE, "an unpaired surrogate"), (_CONTROL, "a control character")):
+        m = pattern.search(value)
+        if m:
+            raise DataFormatError(path, line, field, f"holds {what} (U+{ord(m.group()):04X}) at character {m.start()}; "
+                                  "remove it (it cannot become clean UTF-8 training data)")
+    return value
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict | Any]) -> int:
@@ -152,7 +181,9 @@ def _dumps(rec: dict | Any) -> str:
         rec = rec.to_dict()
     elif not isinstance(rec, dict):
         rec = asdict(rec)
-    return json.dumps(rec, ensure_ascii=False)
+    text = json.dumps(rec, ensure_ascii=False)
+    # An unpaired surrogate cannot be written as UTF-8: it becomes U+FFFD rather than a crash mid-run.
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 @dataclass
@@ -204,7 +235,7 @@ def seed_task_from_dict(obj: dict, path: str | os.PathLike = "<memory>", line: i
         DataFormatError: a missing or mistyped field, an empty instruction, or no instances.
     """
     path = Path(path)
-    instruction = _require(obj, "instruction", str, path, line)
+    instruction = check_text(_require(obj, "instruction", str, path, line), path, line, "instruction")
     if not instruction.strip():
         raise DataFormatError(path, line, "instruction", "is empty")
     raw_instances = _require(obj, "instances", list, path, line)
@@ -219,6 +250,7 @@ def seed_task_from_dict(obj: dict, path: str | os.PathLike = "<memory>", line: i
                 raise DataFormatError(path, line, f"instances[{k}].{key}", "missing")
             if not isinstance(inst[key], str):
                 raise DataFormatError(path, line, f"instances[{k}].{key}", f"expected str, found {type(inst[key]).__name__}")
+            check_text(inst[key], path, line, f"instances[{k}].{key}")
         instances.append(Instance(inst["input"], inst["output"]))
     is_clf = obj.get("is_classification", False)
     if not isinstance(is_clf, bool):
@@ -228,6 +260,7 @@ def seed_task_from_dict(obj: dict, path: str | os.PathLike = "<memory>", line: i
     for key, value in (("id", task_id), ("name", name)):
         if not isinstance(value, str):
             raise DataFormatError(path, line, key, f"expected str, found {type(value).__name__}")
+        check_text(value, path, line, key)
     return SeedTask(id=task_id, name=name, instruction=instruction, instances=instances, is_classification=is_clf)
 
 

@@ -36,12 +36,25 @@ RELEASED_FILES = {
 }
 
 
-def _module_strings(path: Path) -> dict[str, str]:
-    """Module-level ``NAME = "string"`` assignments of a Python file, read without running it."""
+def _parse(path: Path) -> ast.Module:
+    """The syntax tree of a Python file (never run).
+
+    Raises:
+        DataFormatError: not UTF-8, not valid Python, or nested too deeply to parse.
+    """
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, None, None, f"not valid UTF-8 ({err.reason})") from None
     except SyntaxError as err:
         raise DataFormatError(path, err.lineno, None, f"not valid Python ({err.msg})") from None
+    except (ValueError, RecursionError, MemoryError) as err:  # null bytes; too deeply nested
+        raise DataFormatError(path, None, None, f"not readable as Python ({type(err).__name__})") from None
+
+
+def _module_strings(path: Path) -> dict[str, str]:
+    """Module-level ``NAME = "string"`` assignments of a Python file, read without running it."""
+    tree = _parse(path)
     out = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
@@ -54,7 +67,7 @@ def _module_strings(path: Path) -> dict[str, str]:
 def _encode_prompt_headers(path: Path) -> tuple[str, str]:
     """(general header, classification header): the strings assigned to ``prompt`` in the two branches of
     ``if classification:`` inside ``def encode_prompt``."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = _parse(path)
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == "encode_prompt":
             for stmt in node.body:
@@ -127,7 +140,9 @@ def released_templates(cache: str | os.PathLike | None = None, *, mirror: str | 
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _fetch(base + rel, target, timeout=timeout, progress=progress)
+            _fetch(base + rel, target, timeout=timeout, progress=progress,
+                   hint="set SELFINSTRUCT_MIRROR to a mirror of the raw files (these files are looked for only "
+                        f"in {folder}, never in SELFINSTRUCT_DATA)")
         except DownloadError as err:
             raise DownloadError(f"--templates released needs the original repository's prompt files: {err}") from None
         os.replace(target.with_name(target.name + ".part"), target)

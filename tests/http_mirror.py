@@ -1,6 +1,6 @@
 """A file server on 127.0.0.1 for download tests: serves given bytes under raw-file paths
 (``/<owner>/<repo>/<branch>/<path>``), honours ``Range: bytes=N-`` (or not), can cut a body short once,
-and logs every request's path and Range header."""
+can leave out Content-Length, and logs every request's path and Range header."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from selfinstruct_utils.download import count_records, files_of
 
 
 class Mirror:
-    def __init__(self, files: dict[str, bytes], *, ranges: bool = True):
+    def __init__(self, files: dict[str, bytes], *, ranges: bool = True, lengths: bool = True):
         self.files = dict(files)
         self.ranges = ranges
+        self.lengths = lengths  # False: no Content-Length (the body ends when the connection closes)
         self.cut_once: dict[str, int] = {}  # path -> bytes sent before the connection drops (first request only)
         self.log: list[tuple[str, str | None]] = []
         mirror = self
@@ -46,7 +47,10 @@ class Mirror:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
+                if mirror.lengths:
+                    self.send_header("Content-Length", str(len(body) - start))
+                else:
+                    self.close_connection = True
                 self.end_headers()
                 cut = mirror.cut_once.pop(self.path, None)
                 self.wfile.write(body[start:cut] if cut is not None else body[start:])

@@ -106,3 +106,63 @@ def test_groups():
     assert len(files_of("seeds")) == 10 and len(files_of("all")) == 14
     with pytest.raises(ValueError, match="unknown download group"):
         files_of("everything")
+
+
+# --- issue "Records that stay true", items 10 and 12 ---------------------------------------------------------
+SEEDS = "seed tasks (175)"
+
+
+def test_a_body_cut_inside_its_last_line_without_a_length_is_not_kept(small_registry, tmp_path):
+    """A server that sends no Content-Length and cuts the body 5 bytes before its end: the line count is
+    still 175, but the last record does not parse, and the size is not the published one."""
+    rel = DATASETS[SEEDS].path
+    body = small_registry[rel]
+    with Mirror(served({rel: body[:-5]}), lengths=False) as mirror:
+        with pytest.raises(DownloadError, match=r"seed_tasks\.jsonl\.part:175: not a JSON object"):
+            download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+    assert not (tmp_path / rel).exists() and (tmp_path / (rel + ".part")).stat().st_size == len(body) - 5
+    (tmp_path / (rel + ".part")).unlink()
+    # a whole body that differs from the published file in one character: same size, same count, other SHA-256
+    changed = body.replace(b"seed_task_0", b"seed_task_X", 1)
+    with Mirror(served({rel: changed}), lengths=False) as mirror:
+        with pytest.raises(DownloadError, match=r"SHA-256 [0-9a-f]{16}\.\.\. differs from the published 7779004fa198fdf2"):
+            download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+        assert not (tmp_path / rel).exists()
+        download(tmp_path, files=[rel], mirror=mirror.url, progress=False, check=False)  # accepted on request
+    assert (tmp_path / rel).read_bytes() == changed
+
+
+def test_a_416_answer_is_checked_against_the_servers_size(small_registry, tmp_path):
+    """A .part longer than the server's file (8 extra bytes of spaces: the record count is unchanged) gets
+    416 with `Content-Range: bytes */N`; it is refused, not renamed."""
+    rel = DATASETS[PAPER_82K].path
+    body = small_registry[rel]
+    part = tmp_path / (rel + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(body + b" " * 8)
+    with Mirror(served({rel: body})) as mirror:
+        with pytest.raises(DownloadError, match=rf"holds {len(body) + 8:,} bytes but the server's file .* has "
+                                                rf"{len(body):,}: it is not a part of that file"):
+            download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+        assert not (tmp_path / rel).exists()
+        part.write_bytes(body)  # a whole .part: the 416 means done
+        download(tmp_path, files=[rel], mirror=mirror.url, progress=False)
+    assert (tmp_path / rel).read_bytes() == body
+
+
+def test_every_group_is_tried_and_a_404_leaves_no_empty_folder(small_registry, tmp_path):
+    paper = {d.path for d in files_of("paper")}
+    dest = tmp_path / "data"
+    with Mirror(served({p: b for p, b in small_registry.items() if p not in paper})) as mirror:
+        with pytest.raises(DownloadError) as err:
+            download(dest, what="all", mirror=mirror.url, progress=False)
+    message = str(err.value)
+    assert message.startswith("2 of 14 files could not be downloaded:")
+    assert message.count("HTTP 404") == 2 and "all_instances_82K.jsonl" in message and "gpt3_finetuning_data" in message
+    for d in files_of("all"):  # the groups after the failing one were fetched
+        assert (dest / d.path).is_file() == (d.path not in paper)
+    assert not (dest / "self_instruct" / "gpt3_generations").exists()
+    assert not [p for p in dest.rglob("*") if p.is_dir() and not any(p.iterdir())]  # no empty folder anywhere
+    with Mirror({}) as mirror, pytest.raises(DownloadError, match="HTTP 404"):
+        download(tmp_path / "only-paper", what="paper", mirror=mirror.url, progress=False)
+    assert not (tmp_path / "only-paper").exists()

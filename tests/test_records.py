@@ -83,3 +83,45 @@ def test_half_written_last_line_is_dropped_with_warning(tmp_path):
     assert rows == [{"a": 1}, {"a": 2}]
     with pytest.raises(DataFormatError):
         list(read_jsonl(p))
+
+
+# --- issue "Records that stay true", items 5 and 9: hostile seed files are refused with file, line, field ---
+@pytest.mark.parametrize(
+    "raw, line, field, words",
+    [
+        (b'{"id": "a", "instruction": "x", "n": ' + b"9" * 5000 + b"}\n", 1, None, "a value Python cannot read"),
+        (json.dumps(GOOD).encode() + b"\n" + b"[" * 100_000 + b"]" * 100_000 + b"\n", 2, None, "nested too deeply"),
+        (json.dumps({**GOOD, "instruction": "Say hi \ud83d"}).encode() + b"\n", 1, "instruction", "unpaired surrogate (U+D83D)"),
+        (json.dumps({**GOOD, "instances": [{"input": "", "output": "ok\ud83d"}]}).encode() + b"\n", 1,
+         "instances[0].output", "unpaired surrogate"),
+        (json.dumps({**GOOD, "instruction": "Ring \u0007 the bell"}).encode() + b"\n", 1, "instruction",
+         "control character (U+0007) at character 5"),
+        (json.dumps({**GOOD, "instances": [{"input": "a\x1b[31m", "output": "ok"}]}).encode() + b"\n", 1,
+         "instances[0].input", "control character (U+001B)"),
+        (json.dumps({**GOOD, "name": "n\x00"}).encode() + b"\n", 1, "name", "control character"),
+    ],
+)
+def test_hostile_seed_files_are_refused_with_file_line_field(tmp_path, raw, line, field, words):
+    p = _write(tmp_path, raw)
+    with pytest.raises(DataFormatError) as err:
+        load_seed_tasks(p)
+    assert (err.value.line, err.value.field) == (line, field)
+    assert str(err.value).startswith(f"{p}:{line}") and words in str(err.value) and len(str(err.value)) < 400
+
+
+def test_a_byte_order_mark_is_accepted_and_tabs_and_newlines_are_text(tmp_path):
+    good = {**GOOD, "instances": [{"input": "a\tb\r\nc", "output": "ok"}]}
+    p = _write(tmp_path, b"\xef\xbb\xbf" + json.dumps(good).encode() + b"\n")
+    (task,) = load_seed_tasks(p)
+    assert task.id == "a" and task.instances[0].input == "a\tb\r\nc"
+
+
+def test_records_with_an_unpaired_surrogate_are_written_not_crashed(tmp_path):
+    from selfinstruct_utils.records import write_jsonl
+
+    with JsonlWriter(tmp_path / "a.jsonl") as w:
+        w.write({"text": "smile \ud83d!"})
+    write_jsonl(tmp_path / "b.jsonl", [{"text": "smile \ud83d!"}])
+    for name in ("a.jsonl", "b.jsonl"):
+        assert [o for _, o in read_jsonl(tmp_path / name)] == [{"text": "smile \ufffd!"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "b.jsonl"]

@@ -141,7 +141,8 @@ def test_embedded_server_dying_mid_run_fails_clearly_and_resumes(tmp_path):
     cfg.params["instructions"] = cfg.params["instructions"].replace(max_tokens=48)
     run_dir = tmp_path / "run"
     with EmbeddedLM(log_path=tmp_path / "log") as lm:
-        client = lm.client(max_retries=1, timeout=20)
+        client = lm.client(max_retries=1)  # the timeout users get: derived from max_tokens and the measured speed
+        assert client.timeout is None
         done = []
 
         def kill_after_two(record):
@@ -240,3 +241,175 @@ def test_changed_input_is_refused_not_mixed(tmp_path):
         with pytest.raises(RuntimeError, match="input changed since the last run"):
             classify_instructions(client, ["Another first task.", "Second task."], run, progress=False)
     assert [r["instruction"] for r in run.read("classification")] == ["First task to classify.", "Second task."]
+
+
+# --- issue "Records that stay true": hostile LM text and input refused before anything starts ---------------
+def _seeded_cli(run_dir: Path, base_url: str, cache: Path, *extra: str) -> list[str]:
+    return ["run", "--run-dir", str(run_dir), "--backend", "server", "--base-url", base_url, "--model", "m",
+            "--cache-dir", str(cache), "--no-progress", "--num-instructions", "2", "--request-batch-size", "2", *extra]
+
+
+def test_an_unpaired_surrogate_or_control_character_in_a_completion_is_cleaned_not_a_crash(tmp_path):
+    """The server sends JSON with a lone \\ud83d and an ESC: the run finishes, the cache holds no .tmp file,
+    and no record holds either character."""
+    from selfinstruct_utils.cli import main
+
+    def text(body):
+        if body.get("prompt", "").endswith("classification?"):
+            return " No \ud83d"
+        if "Come up with examples" in body.get("prompt", "")[:200]:
+            return "Example 1\nInput: \x1b[1mbold\ud83d\nOutput: done \ud83d"
+        return f" Describe a smile \ud83d number {body.get('seed')}.\n10. Ring the bell \x07 {body.get('seed')} times."
+
+    cache = tmp_path / "cache"
+    with FakeOpenAI(text=text) as fake, pytest.warns(UserWarning, match="unpaired surrogates or control characters"):
+        assert main(_seeded_cli(tmp_path / "run", fake.base_url, cache)) == 0
+        n = len(fake.requests)
+        assert main(_seeded_cli(tmp_path / "again", fake.base_url, cache)) == 0  # all from the cache
+        assert len(fake.requests) == n
+    assert not list(cache.rglob("*.tmp")) and list(cache.rglob("*.json"))
+    written = b"".join(p.read_bytes() for p in (tmp_path / "run").rglob("*.json*"))
+    text_out = written.decode("utf-8")  # valid UTF-8 throughout
+    assert "\ufffd" in text_out and "\\ud83d" not in text_out and "\x1b" not in text_out and "\x07" not in text_out
+    kept = [json.loads(x)["instruction"] for x in open(tmp_path / "run" / "machine_generated_instructions.jsonl")]
+    assert kept and all("\ufffd" in k or k.startswith("Ring the bell ") for k in kept)
+
+
+def test_a_surrogate_in_a_seed_is_refused_before_any_server_starts(tmp_path, monkeypatch, capsys):
+    from selfinstruct_utils import local_lm
+    from selfinstruct_utils.cli import main
+
+    monkeypatch.setattr(local_lm.EmbeddedLM, "start", lambda self: pytest.fail("the embedded server was started"))
+    monkeypatch.setattr(local_lm, "gguf_identity", lambda path: "gguf-sha256:test")
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"id": "a", "instruction": "Smile \ud83d", "instances": [{"input": "", "output": "y"}]}) + "\n")
+    assert main(["run", "--run-dir", str(tmp_path / "run"), "--seed-tasks", str(seeds), "--gguf", str(gguf)]) == 2
+    assert f"{seeds}:1: field 'instruction': holds an unpaired surrogate" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--request-batch-size", "0", "below the least allowed value 1"),
+    ("--num-instructions", "-3", "below the least allowed value 1"),
+    ("--max-requests", "0", "below the least allowed value 1"),
+    ("--num-instructions", "1e9", "not a whole number"),
+    ("--rouge-threshold", "1.5", "not in [0, 1]"),
+    ("--timeout", "0", "below the least allowed value"),
+    ("--concurrency", "0", "below the least allowed value 1"),
+])
+def test_impossible_numbers_are_refused_by_the_parser(tmp_path, capsys, option, value, words):
+    from selfinstruct_utils.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(_seeded_cli(tmp_path / "run", "http://127.0.0.1:9/v1", tmp_path / "c", option, value))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and words in err and f"argument {option}" in err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="request_batch_size must be a whole number of at least 1"):
+        PipelineConfig(request_batch_size=0).validate()
+
+
+def test_released_templates_offline_fail_before_the_server_starts_and_name_what_works(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from selfinstruct_utils import local_lm, released
+    from selfinstruct_utils.cli import main
+
+    monkeypatch.setattr(local_lm.EmbeddedLM, "start", lambda self: pytest.fail("the embedded server was started"))
+    monkeypatch.setattr(local_lm, "gguf_identity", lambda path: "gguf-sha256:test")
+    monkeypatch.setattr(released, "CACHE_DIR", tmp_path / "cache")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("SELFINSTRUCT_MIRROR", f"http://127.0.0.1:{port}")  # nothing listens: offline
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert main(["run", "--run-dir", str(tmp_path / "run"), "--gguf", str(gguf), "--templates", "released"]) == 2
+    err = capsys.readouterr().err
+    assert "--templates released needs the original repository's prompt files" in err
+    assert "SELFINSTRUCT_MIRROR" in err and str(tmp_path / "cache" / "released") in err
+    assert "point SELFINSTRUCT_DATA" not in err  # these files are never looked for there
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_error_that_is_never_retried_does_not_say_it_was(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Unauthorized(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            seen.append(self.path)
+            payload = b'{"error": {"message": "bad key", "type": "invalid_request_error"}}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = LMClient("m", base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="k",
+                          identity="test-model")
+        with pytest.raises(LMRequestError) as err:
+            client.complete(["Q"], client_params())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(seen) == 1  # never retried ...
+    assert "(not retried" in str(err.value) and "after 5 retries" not in str(err.value)  # ... and not said to be
+    assert "AuthenticationError" in str(err.value)
+
+
+def client_params():
+    from selfinstruct_utils.llm import SamplingParams
+
+    return SamplingParams(max_tokens=4)
+
+
+@pytest.mark.parametrize("files", [
+    {"machine_generated_instructions.jsonl": '{"text": "no instruction field"}\n'},
+    {"machine_generated_instructions.jsonl": '{"instruction": 5}\n'},
+    {"manifest.json": "{}", "is_clf_or_not.jsonl": '{"instruction": "x"}\n',
+     "machine_generated_instructions.jsonl": '{"instruction": "x"}\n'},
+    {"manifest.json": "{}", "is_clf_or_not.jsonl": '{"instruction": "x", "is_classification": [1]}\n',
+     "machine_generated_instructions.jsonl": '{"instruction": "x"}\n'},
+    {"manifest.json": "{}", "is_clf_or_not.jsonl": '{"is_classification": "Yes"}\n',
+     "machine_generated_instructions.jsonl": '{"instruction": "x"}\n'},
+])
+def test_load_dataset_on_a_bad_run_folder_raises_data_format_error(tmp_path, files):
+    from selfinstruct_utils.analysis import load_dataset
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, text in files.items():
+        (run / name).write_text(text)
+    (run / "instruction_requests.jsonl").write_text("")
+    with pytest.raises(DataFormatError, match=r"\.jsonl:1: field '(instruction|is_classification)'"):
+        load_dataset(run)
+
+
+def test_table1_says_when_instances_have_empty_outputs(tmp_path):
+    from selfinstruct_utils.analysis import load_dataset
+    from selfinstruct_utils.analysis.stats import PAPER_TABLE1, dataset_statistics, table1
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"s{k}", "instruction": f"Task {k}.",
+                                         "instances": [{"input": "", "output": ""}]}) + "\n" for k in range(3)))
+    with pytest.warns(UserWarning, match="3 of 3 instances have an empty output"):
+        stats = dataset_statistics(load_dataset(seeds))
+    assert stats["instances with empty output"] == 3 and stats["avg. output length (words)"] == 0.0
+    import pandas as pd
+
+    shown = table1({"paper": pd.Series(PAPER_TABLE1), "seeds": stats})
+    assert shown.loc["instances with empty output", "seeds"] == "3"
+    assert shown.loc["instances with empty output", "paper"] == "n/a"
+    assert shown.attrs["notes"] == ["seeds: 3 of 3 instances have an empty output: counted as instances, and their "
+                                    "0 words enter the mean output length"]

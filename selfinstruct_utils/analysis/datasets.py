@@ -174,14 +174,18 @@ def _load_file(path: Path, rejections: Counter, skipped: list[DataFormatError] |
             skipped.append(err)
             rejections["bad_record"] += 1
 
-    head = path.read_bytes()[:1].strip() if path.stat().st_size else b""
+    head = path.read_bytes()[:64].removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
     if path.suffix == ".json" or head == b"[":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))  # a UTF-8 byte-order mark is accepted
         except UnicodeDecodeError as err:
             raise DataFormatError(path, None, None, f"not valid UTF-8 ({err.reason})") from None
         except json.JSONDecodeError as err:
             raise DataFormatError(path, err.lineno, None, f"invalid JSON ({err.msg})") from None
+        except ValueError as err:  # e.g. an integer of more than 4,300 digits
+            raise DataFormatError(path, None, None, f"a value Python cannot read ({str(err)[:120]})") from None
+        except RecursionError:
+            raise DataFormatError(path, None, None, "JSON nested too deeply to read") from None
         if not isinstance(data, list):
             raise DataFormatError(path, None, None, f"expected a JSON list of records, found {type(data).__name__}")
         for k, obj in enumerate(data, start=1):
@@ -226,21 +230,29 @@ def _load_run(path: Path, rejections: Counter) -> list[dict]:
     clf = {}
     clf_file = path / "is_clf_or_not.jsonl"
     if clf_file.is_file():
-        clf = {o["instruction"]: parse_is_classification(o["is_classification"])
-               for _, o in read_jsonl(clf_file, tolerate_partial_last_line=True)}
+        for line, o in read_jsonl(clf_file, tolerate_partial_last_line=True):
+            value = o.get("is_classification")
+            if not isinstance(value, bool | str):
+                raise DataFormatError(clf_file, line, "is_classification",
+                                      "missing" if value is None else f"expected str or bool, found {type(value).__name__}")
+            clf[_str_field(o, "instruction", clf_file, line)] = parse_is_classification(value)
     instances = path / "finetuning" / "all_generated_instances.jsonl"
     instructions = path / "machine_generated_instructions.jsonl"
+
+    def run_instructions() -> list[str]:
+        return [_str_field(o, "instruction", instructions, line)
+                for line, o in read_jsonl(instructions, tolerate_partial_last_line=True)]
+
     if instances.is_file():
         rows = _load_file(instances, rejections)
         seen = {r["instruction"] for r in rows}
         if instructions.is_file():  # instructions whose instances were all filtered out still count
-            for _, o in read_jsonl(instructions, tolerate_partial_last_line=True):
-                if o["instruction"] not in seen:
-                    rows.append({"instruction": o["instruction"], "input": None, "output": None})
-                    seen.add(o["instruction"])
+            for instruction in run_instructions():
+                if instruction not in seen:
+                    rows.append({"instruction": instruction, "input": None, "output": None})
+                    seen.add(instruction)
     elif instructions.is_file():
-        rows = [{"instruction": o["instruction"], "input": None, "output": None}
-                for _, o in read_jsonl(instructions, tolerate_partial_last_line=True)]
+        rows = [{"instruction": i, "input": None, "output": None} for i in run_instructions()]
     else:
         raise DataFormatError(path, None, None, "is a run directory of the kit without instructions yet "
                               "(no machine_generated_instructions.jsonl)")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 
 __all__ = ["word_count", "dataset_statistics", "length_table", "table1", "PAPER_TABLE1"]
@@ -35,7 +37,11 @@ def dataset_statistics(df: pd.DataFrame) -> pd.Series:
         instructions (by exact text), classification / non-classification instructions ("n/a" when
         the data flags none of its instructions; unknown flags count in neither), instances (rows
         with an output), instances with an empty input, and mean lengths (floats) in words of
-        instructions (distinct), non-empty inputs and outputs (NaN where nothing is counted).
+        instructions (distinct), non-empty inputs and outputs (NaN where nothing is counted); then
+        ``instances with empty output`` (int; the paper does not report it). Instances with an empty
+        output are counted as instances and their 0 words enter the mean output length, as the paper's
+        definition does; when there are any, a warning says how many and ``attrs["notes"]`` holds it
+        (:func:`table1` shows it under the table).
     Source: paper Table 1 (Sec. 3.1).
     """
     instr = df.drop_duplicates("instruction")
@@ -44,7 +50,13 @@ def dataset_statistics(df: pd.DataFrame) -> pd.Series:
     inst = df[df["output"].notna()]
     inputs = inst["input"].fillna("")
     non_empty = inputs[inputs.str.strip() != ""]
-    return pd.Series({
+    empty_out = int((inst["output"].astype(str).str.strip() == "").sum())
+    notes = []
+    if empty_out:
+        notes.append(f"{empty_out} of {len(inst)} instances have an empty output: counted as instances, and their "
+                     "0 words enter the mean output length")
+        warnings.warn(notes[-1], stacklevel=2)
+    stats = pd.Series({
         "instructions": len(instr),
         "classification instructions": int((clf == True).sum()) if flagged else "n/a",  # noqa: E712 (True/False/None)
         "non-classification instructions": int((clf == False).sum()) if flagged else "n/a",  # noqa: E712
@@ -53,12 +65,17 @@ def dataset_statistics(df: pd.DataFrame) -> pd.Series:
         "avg. instruction length (words)": instr["instruction"].map(word_count).mean(),
         "avg. non-empty input length (words)": non_empty.map(word_count).mean() if len(non_empty) else float("nan"),
         "avg. output length (words)": inst["output"].map(word_count).mean() if len(inst) else float("nan"),
+        "instances with empty output": empty_out,
     }, dtype=object)
+    stats.attrs["notes"] = notes
+    return stats
 
 
 def table1(columns: dict[str, pd.Series]) -> pd.DataFrame:
     """Table 1 for display: one column per dataset (from :func:`dataset_statistics` or
-    :data:`PAPER_TABLE1`), counts with thousands separators, means with one decimal, "n/a" kept."""
+    :data:`PAPER_TABLE1`), counts with thousands separators, means with one decimal, "n/a" kept (also
+    where a column lacks a row). ``attrs["notes"]`` lists the columns' notes ("<name>: <note>"), e.g.
+    instances with an empty output."""
 
     def fmt(value) -> str:
         if isinstance(value, str):
@@ -67,7 +84,12 @@ def table1(columns: dict[str, pd.Series]) -> pd.DataFrame:
             return f"{int(value):,}"
         return "n/a" if pd.isna(value) else f"{value:.1f}"
 
-    return pd.DataFrame({name: pd.Series(col).map(fmt) for name, col in columns.items()})
+    rows = list(dict.fromkeys(key for col in columns.values() for key in pd.Series(col).index))  # in order
+    table = pd.DataFrame({name: pd.Series(col).map(fmt) for name, col in columns.items()}).reindex(rows).fillna("n/a")
+    # what a column's statistics warned about (e.g. empty outputs), for the notes under the table
+    table.attrs["notes"] = [f"{name}: {note}" for name, col in columns.items()
+                            for note in getattr(col, "attrs", {}).get("notes", [])]
+    return table
 
 
 def length_table(df: pd.DataFrame) -> pd.DataFrame:
