@@ -201,7 +201,8 @@ class ResponseCache:
             {"api": api, "model": model, "identity": identity, "prompt": prompt, "params": params.to_request()},
             sort_keys=True, ensure_ascii=False,
         )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        # surrogatepass: the same keys as plain UTF-8 for any valid text, and no crash for an unpaired surrogate
+        return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.json"
@@ -216,7 +217,7 @@ class ResponseCache:
                 completion_tokens=int(data.get("completion_tokens", 0)),
                 cached=True,
             )
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, IndexError):
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):  # missing or unreadable: a miss
             return None
 
     def put(self, key: str, completion: Completion) -> None:

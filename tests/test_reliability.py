@@ -413,3 +413,21 @@ def test_table1_says_when_instances_have_empty_outputs(tmp_path):
     assert shown.loc["instances with empty output", "paper"] == "n/a"
     assert shown.attrs["notes"] == ["seeds: 3 of 3 instances have an empty output: counted as instances, and their "
                                     "0 words enter the mean output length"]
+
+
+def test_the_cache_key_and_reader_take_any_text_and_any_file(tmp_path):
+    import hashlib
+
+    from selfinstruct_utils.llm import ResponseCache, SamplingParams
+
+    p = SamplingParams()
+    payload = json.dumps({"api": "completions", "model": "m", "identity": "", "prompt": "café", "params": p.to_request()},
+                         sort_keys=True, ensure_ascii=False)
+    assert ResponseCache.key("completions", "m", "café", p) == hashlib.sha256(payload.encode()).hexdigest()  # keys kept
+    assert len(ResponseCache.key("completions", "m", "smile \ud83d", p)) == 64  # no UnicodeEncodeError
+    cache = ResponseCache(tmp_path)
+    key = ResponseCache.key("completions", "m", "x", p)
+    cache._path(key).parent.mkdir(parents=True)
+    for junk in (b"\xff\xfe", b"[" * 100_000, b'{"choices": 5}'):
+        cache._path(key).write_bytes(junk)
+        assert cache.get(key) is None  # an unreadable entry is a miss, never a crash
