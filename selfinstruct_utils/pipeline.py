@@ -190,7 +190,7 @@ def check_resumable(run_dir: str | Path, config: PipelineConfig, *, identity: st
         DownloadError: ``template_set="released"`` is not cached and cannot be fetched.
         RunLockedError: another invocation is working on the run directory.
         ConfigChangedError: the run directory holds a run with a configuration that this one changes,
-            or a smaller ``num_instructions`` than the instructions it already keeps (even with
+            or a ``num_instructions`` smaller than the run's and than the instructions it already keeps (even with
             ``force_new_config``: the records would not match it).
     """
     config.validate()
@@ -203,7 +203,8 @@ def check_resumable(run_dir: str | Path, config: PipelineConfig, *, identity: st
         check_config(run_dir, stored, _run_config(config, seeds_file, identity, api), allowed=PipelineConfig.RESUMABLE,
                      force=force_new_config)
         kept = _kept_instructions(run_dir)
-        if config.num_instructions < kept:
+        started = stored.get("num_instructions")
+        if isinstance(started, int) and config.num_instructions < started and config.num_instructions < kept:
             raise ConfigChangedError(
                 f"{run_dir} already keeps {kept} instructions (started with num_instructions="
                 f"{stored.get('num_instructions')!r}); num_instructions={config.num_instructions} cannot be "

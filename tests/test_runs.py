@@ -163,6 +163,7 @@ def test_num_instructions_keeps_exactly_n(tmp_path):
         assert main(_cli(tmp_path / "run", fake.base_url, tmp_path / "c", "--num-instructions", "10")) == 0
         assert main(_cli(tmp_path / "old", fake.base_url, tmp_path / "c", "--num-instructions", "10",
                          "--keep-whole-last-batch")) == 0
+        assert main(_cli(tmp_path / "old", fake.base_url, tmp_path / "c")) == 0  # 12 kept for N=10: still resumable
     kept = [json.loads(x) for x in open(tmp_path / "run" / "machine_generated_instructions.jsonl")]
     assert len(kept) == 10
     log = [json.loads(x) for x in open(tmp_path / "run" / "instruction_requests.jsonl")]
