@@ -7,17 +7,24 @@ Formats written by :func:`build_finetuning_data` into ``<run>/finetuning/``:
   (Sec. 2.3: "we use multiple templates to encode the instruction and instance input together");
 - ``alpaca.json``: a JSON list of ``instruction``, ``input``, ``output`` (Alpaca's format);
 - ``chat_messages.jsonl``: ``{"messages": [user, assistant]}`` for chat finetuning APIs.
+
+:func:`export_dataset` writes a finished run's instances for training tools (ShareGPT conversations,
+Hugging Face ``datasets`` parquet and ``save_to_disk``) with the run's provenance in their metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
+import os
 import random
 import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .filters import parse_and_filter_task, sample_max_per_task
 from .records import SeedTask, write_jsonl
@@ -30,6 +37,9 @@ __all__ = [
     "build_finetuning_data",
     "to_alpaca",
     "to_chat_messages",
+    "to_sharegpt",
+    "run_provenance",
+    "export_dataset",
 ]
 
 @dataclass(frozen=True)
@@ -168,3 +178,109 @@ def build_finetuning_data(
         rejections=+rejections,
         seconds=time.perf_counter() - start,
     )
+
+
+# --- exports people train with: ShareGPT conversations, Hugging Face datasets (parquet, save_to_disk) ------
+
+
+def to_sharegpt(examples: Iterable[TrainingExample]) -> list[dict]:
+    """ShareGPT-style records, as FastChat and Axolotl read them: ``{"conversations": [{"from": "human",
+    "value": instruction (+ blank line + input)}, {"from": "gpt", "value": output}]}``."""
+    return [{"conversations": [{"from": "human", "value": m["messages"][0]["content"]},
+                               {"from": "gpt", "value": m["messages"][1]["content"]}]}
+            for m in to_chat_messages(examples)]
+
+
+def run_provenance(run_dir: str | os.PathLike) -> dict:
+    """Where a run's finetuning data comes from, for a dataset's metadata.
+
+    Returns:
+        ``source`` ("selfinstruct-kit"), ``run_dir`` (its name), ``model`` and ``model_identity`` (from the
+        manifest's ``lm``), ``config`` (the stored configuration), ``data_sha256`` (``sha256:`` of the bytes of
+        ``finetuning/all_generated_instances.jsonl``), ``kit_version``.
+    Raises:
+        FileNotFoundError: the run has no ``finetuning/all_generated_instances.jsonl`` (step 4 not run).
+    """
+    from .runs import read_manifest
+
+    run_dir = Path(run_dir)
+    data = run_dir / "finetuning" / "all_generated_instances.jsonl"
+    if not data.is_file():
+        raise FileNotFoundError(f"{data} does not exist: run step 4 (selfinstruct step finetuning --run-dir {run_dir}) first")
+    manifest = read_manifest(run_dir) or {}
+    lm = manifest.get("lm") or {}
+    try:
+        version = importlib.metadata.version("selfinstruct-kit")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"source": "selfinstruct-kit", "run_dir": run_dir.name, "model": lm.get("model"),
+            "model_identity": lm.get("identity"), "config": manifest.get("config"),
+            "data_sha256": "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest(), "kit_version": version}
+
+
+_EXPORT_FORMATS = ("sharegpt", "parquet", "hf")
+
+
+def export_dataset(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                   formats: Sequence[str] = _EXPORT_FORMATS) -> dict[str, Path]:
+    """Export a run's finetuning instances for training tools, with the run's provenance in the metadata.
+
+    Formats (files in ``out_dir``):
+
+    - ``sharegpt``: ``sharegpt.json``, a JSON list of :func:`to_sharegpt` records (no metadata field in
+      that format: the provenance goes beside it in ``provenance.json``);
+    - ``parquet``: ``train.parquet`` with columns ``instruction``, ``input``, ``output``; the provenance
+      (:func:`run_provenance`) is JSON in the schema metadata under the key ``selfinstruct_provenance``
+      (``pyarrow.parquet.read_schema(path).metadata``), beside the ``huggingface`` key that
+      ``datasets`` writes, so ``datasets.load_dataset("parquet", ...)`` reads it as usual;
+    - ``hf``: a ``datasets.Dataset`` written by ``save_to_disk`` into ``hf/``; the provenance is JSON in
+      ``dataset.info.description`` (``datasets.load_from_disk(path).info.description``).
+
+    Args:
+        run_dir: a run directory after step 4.
+        out_dir: the folder to write (created).
+        formats: any of ``sharegpt``, ``parquet``, ``hf``.
+    Returns:
+        format -> written path (``provenance.json`` under ``provenance``).
+    Raises:
+        ValueError: an unknown format.
+        FileNotFoundError: step 4 has not run.
+        ImportError: ``parquet`` or ``hf`` without the ``datasets`` package (the ``train`` extra).
+    """
+    from .records import read_jsonl
+
+    unknown = [f for f in formats if f not in _EXPORT_FORMATS]
+    if unknown:
+        raise ValueError(f"unknown export format(s) {unknown}; choose from {list(_EXPORT_FORMATS)}")
+    provenance = run_provenance(run_dir)
+    examples = [TrainingExample(o["instruction"], o["input"], o["output"])
+                for _, o in read_jsonl(Path(run_dir) / "finetuning" / "all_generated_instances.jsonl")]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"provenance": out / "provenance.json"}
+    written["provenance"].write_text(json.dumps(provenance, indent=1, ensure_ascii=False), encoding="utf-8")
+    if "sharegpt" in formats:
+        written["sharegpt"] = out / "sharegpt.json"
+        written["sharegpt"].write_text(json.dumps(to_sharegpt(examples), indent=1, ensure_ascii=False), encoding="utf-8")
+    if "parquet" in formats or "hf" in formats:
+        try:
+            import datasets
+        except ImportError as err:
+            raise ImportError(f"parquet and hf exports need the datasets package: pip install 'selfinstruct-kit[train]' ({err})") from None
+        description = json.dumps(provenance, ensure_ascii=False, sort_keys=True)
+        features = datasets.Features({k: datasets.Value("string") for k in ("instruction", "input", "output")})
+        ds = datasets.Dataset.from_list(to_alpaca(examples), features=features,
+                                        info=datasets.DatasetInfo(description=description, features=features))
+        if "parquet" in formats:
+            import pyarrow.parquet as pq
+
+            table = ds.data.table
+            meta = dict(table.schema.metadata or {})
+            meta[b"selfinstruct_provenance"] = description.encode("utf-8")
+            written["parquet"] = out / "train.parquet"
+            pq.write_table(table.replace_schema_metadata(meta), written["parquet"])
+        if "hf" in formats:
+            written["hf"] = out / "hf"
+            ds.save_to_disk(str(written["hf"]))
+    return written
+
