@@ -28,6 +28,7 @@ def open_client(
     max_concurrency: int | None = None,
     timeout: float | None = None,
     tokens_per_second: float | None = None,
+    batch_dir: str | os.PathLike | None = None,
 ) -> tuple[LMClient, EmbeddedLM | None]:
     """A client for ``backend`` and, for "embedded", the started server (call ``server.stop()`` when done;
     it also stops when the Python process ends).
@@ -44,12 +45,22 @@ def open_client(
         tokens_per_second: the slowest per-request speed to allow for (default: the embedded server's
             measured speed / 15; :data:`SERVER_TOKENS_PER_SECOND` for other servers). A timed-out
             request is never retried (the server may still be generating it).
+        batch_dir: send each step's requests through the OpenAI Batch API ("server" and "openai"), the
+            batches' state kept in this folder (a run's ``batches/``): a
+            :class:`~selfinstruct_utils.batch.BatchLMClient`.
     Returns:
         (client, server or None).
     Raises:
         ValueError: unknown backend or missing settings.
     """
     cache = Path(cache_dir) if cache_dir else None
+    if batch_dir is not None:
+        if backend not in ("server", "openai") or (backend == "server" and not base_url) or not model:
+            raise ValueError("a Batch API client needs backend 'openai' or 'server' (with base_url) and a model name")
+        from .batch import BatchLMClient
+
+        return BatchLMClient(model, base_url=base_url if backend == "server" else None, api=api, cache_dir=cache,
+                             state_dir=batch_dir), None
     if backend == "embedded":
         server = EmbeddedLM(gguf).start()
         extra = {"timeout": timeout} if timeout else {}

@@ -180,6 +180,19 @@ def test_kill_while_caching_a_returned_round_submits_nothing_new(tmp_path, monke
         assert len(server.creations) == 1
 
 
+def test_open_client_with_batch_dir_gives_a_batch_client(tmp_path):
+    from selfinstruct_utils.session import open_client
+
+    with FakeBatchServer() as server:
+        client, started = open_client("server", base_url=server.base_url, model="m", batch_dir=tmp_path / "b")
+        assert started is None and isinstance(client, BatchLMClient) and client.batch_api
+        assert client.poll_seconds == 30.0 and client.state_dir == tmp_path / "b"
+        client.poll_seconds = 0
+        assert client.complete(PROMPTS[:1], PARAMS, step="s")[0].text == " WORD0" and len(server.creations) == 1
+    with pytest.raises(ValueError, match="needs backend 'openai' or 'server'"):
+        open_client("embedded", batch_dir=tmp_path / "b")
+
+
 def test_export_then_import_fills_the_cache(tmp_path):
     cache = tmp_path / "cache"
     exporter = ExportingClient("m", cache_dir=cache, export_dir=tmp_path / "run" / "batches")
@@ -228,26 +241,30 @@ def test_without_a_cache_answers_stay_in_the_state_folder(tmp_path):
         assert len(server.creations) == 1 and (tmp_path / "batches" / "responses").is_dir()
 
 
-def fake_run_batch(src, dst):
-    """What `python -m vllm.entrypoints.openai.run_batch -i src -o dst` writes, with scripted answers:
-    step 1 one novel instruction (pseudo-words drawn from the prompt's hash), step 2 Yes/No, step 3 one
-    instance."""
+def scripted_answer(prompt: str) -> str:
+    """A stand-in LM for the kit's prompts: step 1 one novel instruction (pseudo-words drawn from the
+    prompt's hash), step 2 Yes/No, step 3 one instance."""
     import hashlib
     import random as _random
 
+    rng = _random.Random(hashlib.sha256(prompt.encode()).hexdigest())
+    syll = ["ka", "lo", "mi", "nu", "pe", "ri", "so", "tu", "ve", "xa"]
+    words = ["".join(rng.choice(syll) for _ in range(3)) for _ in range(8)]
+    if prompt.endswith("\n9."):
+        return " Summarize " + " ".join(words) + ".\n10."
+    if prompt.endswith("Is it classification?"):
+        return rng.choice([" Yes", " No"])
+    return f" Input: {words[0]} {words[1]}\nOutput: {words[2]}"
+
+
+def fake_run_batch(src, dst):
+    """What `python -m vllm.entrypoints.openai.run_batch -i src -o dst` writes, answered by scripted_answer."""
     out = []
     for raw in src.read_text().splitlines():
         line = json.loads(raw)
-        step, prompt = line["custom_id"].split("-")[0], line["body"]["prompt"]
-        rng = _random.Random(hashlib.sha256(prompt.encode()).hexdigest())
-        syll = ["ka", "lo", "mi", "nu", "pe", "ri", "so", "tu", "ve", "xa"]
-        words = ["".join(rng.choice(syll) for _ in range(3)) for _ in range(8)]
-        text = {"instructions": " Summarize " + " ".join(words) + ".\n10.",
-                "classification": rng.choice([" Yes", " No"]),
-                "instances": f" Input: {words[0]} {words[1]}\nOutput: {words[2]}"}[step]
         out.append({"id": "vllm-1", "custom_id": line["custom_id"], "error": None, "response": {
             "status_code": 200, "request_id": "r",
-            "body": {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+            "body": {"choices": [{"index": 0, "text": scripted_answer(line["body"]["prompt"]), "finish_reason": "stop"}],
                      "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}}})
     dst.write_text("".join(json.dumps(x) + "\n" for x in out))
 
@@ -282,3 +299,4 @@ def test_export_import_rounds_run_a_whole_pipeline_offline(tmp_path, data):
     # Tokens are counted once, at import; the run then counts the same requests as cache hits.
     assert sum(u["requests"] for u in usage) == 10 and sum(u["prompt_tokens"] for u in usage) == 50
     assert sum(u["cache_hits"] for u in usage) >= 10
+
