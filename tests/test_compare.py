@@ -146,12 +146,16 @@ def test_planted_refusals_are_counted(data):
     assert not flag_artifacts(pd.DataFrame({"instruction": ["x"], "input": [""], "output": ["I'm sorry to hear that."]}))["refusal"].any()
 
 
-def test_real_artifacts_of_the_original_gpt3_run(gen2):
-    """The original run's parsed instances hold 2 inputs equal to their outputs (README, notebook 03)."""
-    df = load_dataset(gen2)
-    rates = artifact_rates(df).set_index("kind")
-    assert rates.loc["empty_output", "count"] == 0  # the loader's filters left none out... none kept
-    assert rates.loc["input_equals_output", "of"] == int(df["output"].notna().sum())
+def test_real_artifacts_counted_exactly(data):
+    """Code Alpaca 2K holds 5 inputs that start with the prompt's "Input:" marker, 1 input equal to its
+    output and 2 empty outputs; GPTeacher's role-play says "I can't help but feel" and plays AIs
+    ("As an AI therapist, I am here"), which are neither refusals nor disclaimers."""
+    code = artifact_rates(load_dataset(data / CODE_ALPACA)).set_index("kind")["count"]
+    assert code.to_dict() == {"refusal": 0, "ai_disclaimer": 0, "meta_talk": 0, "copied_prompt_field": 5,
+                              "input_equals_output": 1, "empty_output": 2}
+    role = artifact_rates(load_dataset(data / GPTEACHER)).set_index("kind")["count"]
+    assert role["refusal"] == 0 and role["ai_disclaimer"] == 0
+    assert role["meta_talk"] == 2  # "Of course, I would be glad to ...", "Certainly, here are ..."
 
 
 # --- the size-matched comparison -------------------------------------------------------------------------

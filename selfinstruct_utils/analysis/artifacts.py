@@ -51,7 +51,7 @@ PATTERNS: tuple[ArtifactPattern, ...] = (
         r"\b(?:I'?m|I am) (?:so |really |very )?sorry,? (?:but (?:I|as an|that|this|it)\b|I (?:cannot|can't|can’t|am not|'m not|won't|don't|do not|will not)\b)"
         r"|\bI apologi[sz]e,? but\b|\bmy apologies,? but\b"
         r"|\bI (?:cannot|can ?not|can't|can’t|won't|am unable to|'m unable to|am not able to|'m not able to)"
-        r" (?:help|assist|provide|comply|fulfil+|complete|answer|generate|create|write|do that|perform)\b"
+        r" (?:help|assist|provide|comply|fulfil+|complete|answer|generate|create|write|do that|perform)\b(?! but\b)"
         r"|\bI must (?:respectfully )?decline\b",
         ("output",),
         "refusal prefixes of Zou et al. (2023), 'Universal and Transferable Adversarial Attacks on Aligned "
@@ -59,8 +59,8 @@ PATTERNS: tuple[ArtifactPattern, ...] = (
     ),
     ArtifactPattern(
         "ai_disclaimer",
-        r"\bas an? (?:AI|artificial intelligence|language model|large language model|AI language model|AI assistant)\b"
-        r"|\bI(?:'m| am) (?:just |only )?an? (?:AI|language model|AI language model)\b"
+        r"\bas an? (?:AI|large)? ?language model\b|\bas an AI(?: assistant)?,? I (?:do not|don't|cannot|can't|am not|'m not)\b"
+        r"|\bI(?:'m| am) (?:just |only )?an? (?:AI|AI language model|language model),? (?:and|so) I (?:do not|don't|cannot|can't)\b"
         r"|\bI (?:do not|don't) have (?:personal )?(?:opinions|feelings|emotions|beliefs|preferences|access to real-time)\b",
         ("output",),
         "the 'as an AI language model' phrases removed from ShareGPT conversations for the "
@@ -68,7 +68,8 @@ PATTERNS: tuple[ArtifactPattern, ...] = (
     ),
     ArtifactPattern(
         "meta_talk",
-        r"^\W*(?:sure|certainly|of course|okay|ok)[!,.]\s|^\W*here (?:is|are) (?:a |an |some |the |\d+ )?"
+        r"^\W*(?:sure|certainly|of course|okay|ok)[!,.]?\s+(?:here(?:'s| is| are)|I(?:'d| would| will|'ll) be (?:happy|glad))\b"
+        r"|^\W*here(?:'s| is| are) (?:a |an |some |the |\d+ )?"
         r"(?:possible |new |few |list of |sample |example )*(?:instructions?|tasks?|examples?|inputs?|outputs?|answers?|responses?)\b"
         r"|\bthis (?:task|instruction) (?:asks|requires|is asking)\b|^\W*note:\s",
         ("instruction", "output"),
