@@ -36,7 +36,7 @@ contents = st.one_of(
     st.tuples(noise, jsonl | json_list | st.binary(max_size=50), noise).map(lambda t: b"".join(t)),
 )
 #: Examples per loader: a few dozen in the fast suite; SELFINSTRUCT_FUZZ_EXAMPLES=1000 for a long run.
-EXAMPLES = int(os.environ.get("SELFINSTRUCT_FUZZ_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("SELFINSTRUCT_FUZZ_EXAMPLES", "20"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                 database=None)
 
