@@ -75,8 +75,30 @@ def _measure(server: Server, fn) -> dict:
     wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     st = server.stats()
     n = st["delivered"] - before
-    return {"requests": n, "wall": wall, "cpu_ms_per_request": 1000 * cpu / max(1, n),
+    return {"requests": n, "wall": wall, "cpu_ms_per_request": 1000 * cpu / max(1, n), "cpu_share": cpu / wall,
             "mean_in_flight": st["in_flight_seconds"] / wall if wall else 0.0, "max_in_flight": st["max_in_flight"]}
+
+
+def bench_reference(server: Server, C: int, n: int) -> dict:
+    """The machine's ceiling for any Python client: a bare asyncio + aiohttp loop that keeps C requests in
+    flight and does nothing with the answers (no kit code)."""
+    import asyncio
+
+    import aiohttp
+
+    async def go() -> None:
+        body = json.dumps({"model": "m", "prompt": "Task: x\nIs it classification?", "max_tokens": 3}).encode()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=C + 16)) as session:
+            sem = asyncio.Semaphore(C)
+
+            async def one() -> None:
+                async with sem, session.post(server.base_url + "/completions", data=body,
+                                             headers={"Content-Type": "application/json"}) as resp:
+                    await resp.read()
+
+            await asyncio.gather(*(one() for _ in range(n)))
+
+    return _measure(server, lambda: asyncio.run(go()))
 
 
 def bench_steps(C: int, L: float, n_requests: int, work: Path) -> dict:
@@ -93,7 +115,13 @@ def bench_steps(C: int, L: float, n_requests: int, work: Path) -> dict:
     try:
         client = LMClient("m", base_url=server.base_url, api_key="k", max_concurrency=C, timeout=600)
         instructions = [f"Write a short poem about the number {k} and the colour of the sea." for k in range(n_requests)]
+        try:
+            out["reference (bare aiohttp loop)"] = bench_reference(server, C, n_requests)
+        except ImportError:
+            pass
         run = RunDir(work / f"c{C}")
+        classify_instructions(client, [f"Warm-up task {k}." for k in range(20)], RunDir(work / f"warm{C}"),
+                              progress=False)  # imports and first connections are not measured
         out["step 2"] = _measure(server, lambda: classify_instructions(client, instructions, run, progress=False))
         out["step 3"] = _measure(server, lambda: generate_instances(client, [(i, False) for i in instructions], run,
                                                                       progress=False))
@@ -126,9 +154,35 @@ def bench_full(n: int, C: int, L: float, work: Path) -> dict:
     finally:
         server.close()
     requests = st["delivered"]
-    return {"instructions": n, "requests": requests, "wall": wall, "ideal": requests * L / C,
+    return {"instructions": n, "requests": requests, "wall": wall, "ideal": requests * L / C, "cpu_share": cpu / wall,
             "cpu_ms_per_request": 1000 * cpu / max(1, requests),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def markdown(new: dict, old: dict | None) -> str:
+    """The results table: this engine per C and step beside the previous engine's figures."""
+    rows = ["| C | L (s) | step | requests | requests/s | ideal C/L | % of ideal | mean in flight | kit CPU ms/request "
+            "| kit's share of a core | previous engine: requests/s (% of ideal), mean in flight, CPU ms/request |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for C, entry in new["steps"].items():
+        L = entry["latency"]
+        for step, r in entry.items():
+            if step == "latency":
+                continue
+            o = (old or {}).get("steps", {}).get(str(C), {}).get(step) if old else None
+            before = (f"{o['rps']:.1f} ({100 * o['rps'] / o['ideal_rps']:.0f}%), {o['mean_in_flight']:.1f}, "
+                      f"{o['cpu_ms_per_request']:.2f}") if o else ""
+            rows.append(f"| {C} | {L:g} | {step} | {r['requests']} | {r['rps']:.1f} | {r['ideal_rps']:.0f} | "
+                        f"{100 * r['rps'] / r['ideal_rps']:.0f}% | {r['mean_in_flight']:.1f} | {r['cpu_ms_per_request']:.2f} | "
+                        f"{100 * r['cpu_share']:.0f}% | {before} |")
+    out = "\n".join(rows) + "\n"
+    f = new.get("full")
+    if f:
+        out += (f"\nAll four steps, {f['instructions']:,} instructions at C = 256, L = 1 s (W = 256): {f['requests']:,} "
+                f"requests in {f['wall']:.0f} s; ideal (requests x L / C) {f['ideal']:.0f} s: {f['wall'] / f['ideal']:.2f}x; "
+                f"kit CPU {f['cpu_ms_per_request']:.2f} ms/request ({100 * f['cpu_share']:.0f}% of a core); "
+                f"peak RSS {f['peak_rss_mb']:.0f} MB.\n")
+    return out
 
 
 def main() -> None:
@@ -140,6 +194,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=None, help="requests per step (default: 6 x C, at least 200)")
     ap.add_argument("--full", type=int, default=0, help="instructions of the all-four-steps run (0: none)")
     ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument("--previous", help="JSON of the previous engine's run (--engine ... --json), for --out")
+    ap.add_argument("--out", help="write the markdown table here")
     args = ap.parse_args()
     if args.engine:
         sys.path.insert(0, str(Path(args.engine).resolve()))
@@ -154,18 +210,22 @@ def main() -> None:
             res = bench_steps(C, L, n, Path(tmp))
             results["steps"][C] = {"latency": L, **res}
             for step, row in res.items():
-                print(f"C={C:4d} L={L:.2f}s {step}: {row['requests']:5d} requests {row['rps']:7.1f}/s "
+                print(f"C={C:4d} L={L:.2f}s {step:>30}: {row['requests']:5d} requests {row['rps']:7.1f}/s "
                       f"(ideal {row['ideal_rps']:.0f}/s, {100 * row['rps'] / row['ideal_rps']:.0f}%), "
-                      f"mean in flight {row['mean_in_flight']:.1f}, kit CPU {row['cpu_ms_per_request']:.2f} ms/request",
+                      f"mean in flight {row['mean_in_flight']:.1f}, kit CPU {row['cpu_ms_per_request']:.2f} ms/request "
+                      f"({100 * row['cpu_share']:.0f}% of a core)",
                       flush=True)
         if args.full:
             full = bench_full(args.full, 256, 1.0, Path(tmp))
             results["full"] = full
             print(f"full run: {full['instructions']} instructions, {full['requests']} requests, {full['wall']:.0f} s "
                   f"(ideal {full['ideal']:.0f} s, {full['wall'] / full['ideal']:.2f}x), kit CPU "
-                  f"{full['cpu_ms_per_request']:.2f} ms/request, peak RSS {full['peak_rss_mb']:.0f} MB", flush=True)
+                  f"{full['cpu_ms_per_request']:.2f} ms/request ({100 * full['cpu_share']:.0f}% of a core), peak RSS {full['peak_rss_mb']:.0f} MB", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.out:
+        previous = json.loads(Path(args.previous).read_text()) if args.previous else None
+        Path(args.out).write_text(markdown(json.loads(json.dumps(results)), previous))
 
 
 if __name__ == "__main__":

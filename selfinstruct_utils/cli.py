@@ -7,6 +7,8 @@ Examples::
     selfinstruct run --run-dir runs/b --backend openai --model gpt-3.5-turbo-instruct
     selfinstruct run --run-dir runs/c --backend server --base-url http://localhost:8000/v1 --model m
     selfinstruct step classification --run-dir runs/a --backend embedded
+    selfinstruct run --run-dir runs/d --backend openai --model gpt-3.5-turbo-instruct --batch-api  # Batch API
+    selfinstruct batch export --run-dir runs/e --model m   # offline rounds: vLLM run_batch, then batch import
     selfinstruct summary runs/a
     selfinstruct download                              # seed tasks, user-oriented set, predictions
     selfinstruct download --what paper superni alpaca  # the 82K data, SuperNI test set, Alpaca 52K
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -65,6 +68,9 @@ def _add_lm_args(p: argparse.ArgumentParser) -> None:
                         "--request-batch-size of them in flight")
     g.add_argument("--timeout", type=_at_least(0.001, float), default=None,
                    help="seconds per request (default: derived from max_tokens: 60 + max_tokens / --tokens-per-second)")
+    g.add_argument("--extra-body", type=json.loads, default=None, metavar="JSON",
+                   help="fields added to every request body, e.g. '{\"cache_prompt\": false}' for a llama.cpp server "
+                        "whose answers must not depend on its prompt cache (byte-identical resumes)")
     g.add_argument("--tokens-per-second", type=_at_least(0.001, float), default=None,
                    help="the slowest per-request generation speed to allow for, queueing included, for derived "
                         "timeouts (default: embedded: measured at start / 15; otherwise 2)")
@@ -105,6 +111,16 @@ def _add_run_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _add_batch_api_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("batch API")
+    g.add_argument("--batch-api", action="store_true",
+                   help="send each step's requests through the OpenAI Batch API (backends openai and server): steps 2-3 "
+                        "as one batch, step 1 as rounds of --request-batch-size; half price at OpenAI, answers within "
+                        "24 h; resumable (batch ids in <run-dir>/batches: run the same command again)")
+    g.add_argument("--batch-poll", type=_at_least(0.0, float), default=30.0,
+                   help="seconds between two polls of a running batch (default 30)")
+
+
 def _config(args, demo: bool) -> PipelineConfig:
     """The run's configuration: a resumed run's stored one (else the defaults), with the options given."""
     from .runs import stored_config
@@ -126,6 +142,13 @@ def _config(args, demo: bool) -> PipelineConfig:
 @contextlib.contextmanager
 def _client(args, embedded=None):
     cache = args.cache_dir or None
+    if getattr(args, "batch_api", False):
+        from .batch import BatchLMClient
+
+        yield BatchLMClient(args.model, base_url=args.base_url if args.backend == "server" else None, api=args.api,
+                            state_dir=Path(args.run_dir) / "batches", cache_dir=cache, poll_seconds=args.batch_poll,
+                            progress=not args.no_progress), {"backend": args.backend, "batch_api": True}
+        return
     if args.backend == "embedded":
         with embedded as lm:
             extra = {"timeout": args.timeout} if args.timeout else {}
@@ -138,7 +161,7 @@ def _client(args, embedded=None):
     client = LMClient(args.model, base_url=args.base_url if args.backend == "server" else None,
                       api=args.api, cache_dir=cache, max_concurrency=args.concurrency or 8,
                       timeout=args.timeout, tokens_per_second=args.tokens_per_second or SERVER_TOKENS_PER_SECOND,
-                      retry_timeouts=False)
+                      retry_timeouts=False, extra_body=getattr(args, "extra_body", None))
     yield client, {"backend": args.backend}
 
 
@@ -151,6 +174,9 @@ def _run(args, steps: tuple[str, ...], demo: bool) -> int:
         raise SystemExit("error: --model is required with --backend openai or server")
     if args.backend == "server" and not args.base_url:
         raise SystemExit("error: --base-url is required with --backend server")
+    if getattr(args, "batch_api", False) and args.backend == "embedded":
+        raise SystemExit("error: --batch-api needs --backend openai or server (the embedded llama.cpp server has no "
+                         "Batch API; for an offline cluster run see `selfinstruct batch export`)")
     embedded = None
     identity = None
     if steps == ("finetuning",):
@@ -171,6 +197,38 @@ def _run(args, steps: tuple[str, ...], demo: bool) -> int:
                      force_new_config=args.force_new_config, source="cli")
     print(format_summary(args.run_dir))
     return _exit_status(args.run_dir)
+
+
+def _batch(args) -> int:
+    """``selfinstruct batch export|import``: a run's pending requests as a Batch API JSONL, and back."""
+    from .batch import export_pending, import_results
+
+    if not args.cache_dir:
+        raise SystemExit("error: selfinstruct batch needs a response cache (--cache-dir)")
+    if args.batch_command == "import":
+        try:
+            summary = import_results(args.results, args.cache_dir, args.run_dir)
+        except (ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        steps = ", ".join(f"{s} {n}" for s, n in summary["steps"].items()) or "none"
+        print(f"imported {summary['imported']} answers into {args.cache_dir} ({steps})")
+        for cid, err in list(summary["errors"].items())[:10]:
+            print(f"  failed: {cid}: {err}")
+        if summary["errors"]:
+            print(f"{len(summary['errors'])} lines failed: the next `selfinstruct batch export` writes them again")
+        print("next: selfinstruct batch export with the same options (the next round, or the end of the run)")
+        return 0
+    config = _config(args, demo=False)
+    exported = export_pending(args.run_dir, config, model=args.model, api=args.api, identity=args.identity,
+                              cache_dir=args.cache_dir, out=args.out, force_new_config=args.force_new_config,
+                              progress=not args.no_progress)
+    if exported is None:
+        print("nothing to export: every step is done")
+        print(format_summary(args.run_dir))
+        return _exit_status(args.run_dir)
+    print(exported)
+    return 0
 
 
 def _exit_status(run_dir) -> int:
@@ -264,10 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="all four steps")
     _add_run_args(p_run)
     _add_lm_args(p_run)
+    _add_batch_api_args(p_run)
     p_step = sub.add_parser("step", help="one step")
     p_step.add_argument("name", choices=STEPS)
     _add_run_args(p_step)
     _add_lm_args(p_step)
+    _add_batch_api_args(p_step)
     p_sum = sub.add_parser("summary", help="print a run's summary")
     p_sum.add_argument("run_dir")
     p_dl = sub.add_parser("download", help="download the paper's published data (needs internet)")
@@ -323,6 +383,21 @@ def main(argv: list[str] | None = None) -> int:
     p_rep.add_argument("--seed", type=int, default=0)
     p_rep.add_argument("--seed-tasks", default=None, help="seed tasks for ROUGE-L to the seeds (default: the paper's)")
     p_rep.add_argument("--no-progress", action="store_true")
+    p_batch = sub.add_parser("batch", help="run steps 1-3 offline in rounds (e.g. vLLM's run_batch on a cluster): "
+                             "export the requests a run needs next as a Batch API JSONL, import the results")
+    b_sub = p_batch.add_subparsers(dest="batch_command", required=True)
+    p_bx = b_sub.add_parser("export", help="run the steps as far as imported answers go; write the next requests "
+                            "(step 1: one round of --request-batch-size; steps 2-3: all remaining)")
+    _add_run_args(p_bx)
+    p_bx.add_argument("--model", required=True, help="model name written into each request (as the batch runner knows it)")
+    p_bx.add_argument("--api", choices=["completions", "chat"], default="completions")
+    p_bx.add_argument("--identity", default=None, help="the model's identity in the cache key (default offline:<model>)")
+    p_bx.add_argument("--out", default=None, help="JSONL to write (default <run-dir>/batches/export-<step>-<first id>.jsonl)")
+    p_bx.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="response cache folder")
+    p_bi = b_sub.add_parser("import", help="put a batch run's output JSONL into the response cache")
+    p_bi.add_argument("results", help="output JSONL (vLLM run_batch -o, or an OpenAI batch's output file)")
+    p_bi.add_argument("--run-dir", required=True, help="the run (its usage log records the imported tokens)")
+    p_bi.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="response cache folder")
 
     args = parser.parse_args(argv)
     try:
@@ -351,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"downloaded into {download(args.dest, what=args.what, mirror=args.mirror, check=not args.no_check)}")
             return 0
+        if args.command == "batch":
+            return _batch(args)
         if args.command == "step":
             return _run(args, (args.name,), demo=False)
         return _run(args, STEPS, demo=args.command == "demo")

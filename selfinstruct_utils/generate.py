@@ -274,7 +274,7 @@ def _run_jobs(client: LMClient, run: RunDir, step: str, params: SamplingParams,
               next_job: Callable[[], _Job | None], deliver: Callable[[int, Completion], None], window: int) -> None:
     """Send a step's requests: a continuous window for a live client, rounds for a batch-API client
     (each round: every request ``next_job`` allows now, in one ``complete`` call)."""
-    price = client.price_per_million
+    price = getattr(client, "price_per_million", (0.0, 0.0))
     log = run.log_request_usage
 
     def on_usage(comp: Completion, rid: int) -> None:

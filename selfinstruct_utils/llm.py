@@ -359,6 +359,9 @@ class LMClient:
         cache_dir: folder of the response cache, or None for no cache.
         price_per_million: (input, output) USD per million tokens, for the cost estimate.
         identity: what identifies the model's weights in the cache key (default: see :attr:`identity`).
+        extra_body: fields added to every request body, for a server's own options (e.g.
+            ``{"cache_prompt": False}``: a llama.cpp server then evaluates every prompt from scratch, so a
+            request asked again gets the same answer; see README, "Scaling up"). Not part of the cache key.
     """
 
     def __init__(
@@ -376,6 +379,7 @@ class LMClient:
         cache_dir: str | os.PathLike | None = None,
         price_per_million: tuple[float, float] = (0.0, 0.0),
         identity: str | None = None,
+        extra_body: dict[str, Any] | None = None,
     ):
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
@@ -395,6 +399,7 @@ class LMClient:
         self.timeout = timeout
         self.tokens_per_second = tokens_per_second
         self.retry_timeouts = retry_timeouts
+        self.extra_body = dict(extra_body or {})
         self._identity = identity
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.price_per_million = price_per_million
@@ -765,6 +770,8 @@ class LMClient:
         and read here: the SDK's typed ``create`` costs several ms of CPU per request (measured in
         ``benchmarks/bench_throughput.py``)."""
         body = p.to_request()
+        if self.extra_body:
+            body.update(self.extra_body)
         body["model"] = self.model
         if self.api == "completions":
             body["prompt"] = prompt

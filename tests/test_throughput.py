@@ -55,6 +55,13 @@ def test_steps_2_and_3_keep_c_requests_in_flight_with_no_batch_barrier(tmp_path)
         assert fake.answer_order[-1] != 0 or fake.answer_order.index(0) > 30
     assert [r["instruction"] for r in run.read("classification")] == instructions  # input order
     assert res.counts["classified"] == 40
+    # one truth for usage: the in-memory counters equal the usage log, one line per answer
+    logged = [u for u in run.read("usage") if u["step"] == "classification"]
+    assert sorted(u["request_idx"] for u in logged) == list(range(40))
+    mem = client.usage["classification"]
+    assert (mem.requests, mem.prompt_tokens, mem.completion_tokens) == (
+        sum(u["requests"] for u in logged), sum(u["prompt_tokens"] for u in logged),
+        sum(u["completion_tokens"] for u in logged)) == (40, 440, 80)
     # step 3 through the same window: C in flight, records in order
     with FakeOpenAI(text=bench_text, latency=shuffled_latency(0.0, 0.03, seed=3)) as fake:
         client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=8)
