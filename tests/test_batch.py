@@ -300,3 +300,52 @@ def test_export_import_rounds_run_a_whole_pipeline_offline(tmp_path, data):
     assert sum(u["requests"] for u in usage) == 10 and sum(u["prompt_tokens"] for u in usage) == 50
     assert sum(u["cache_hits"] for u in usage) >= 10
 
+
+def test_cli_run_with_batch_api_sends_rounds_and_resumes_for_free(tmp_path, data, capsys):
+    from selfinstruct_utils.cli import main
+    from selfinstruct_utils.runs import read_manifest
+
+    argv = ["run", "--run-dir", str(tmp_path / "run"), "--backend", "server", "--model", "m", "--cache-dir",
+            str(tmp_path / "c"), "--no-progress", "--seed-tasks", str(data / "self_instruct" / "seed_tasks.jsonl"),
+            "--num-instructions", "3", "--request-batch-size", "2", "--batch-api", "--batch-poll", "0"]
+    with FakeBatchServer(answer=lambda body: scripted_answer(body["prompt"])) as server:
+        assert main([*argv, "--base-url", server.base_url]) == 0, capsys.readouterr().err
+        rounds = [(c["lines"][0]["custom_id"].split("-")[0], len(c["lines"])) for c in server.creations]
+        assert rounds == [("instructions", 2), ("instructions", 2), ("classification", 3), ("instances", 3)]
+        assert len(server.live) == 1  # the identity probe; every generation went through a batch
+        manifest = read_manifest(tmp_path / "run")
+        assert manifest["lm"]["batch_api"] is True and manifest["invocations"][-1]["status"] == "finished"
+        assert len(list((tmp_path / "run" / "batches").glob("*.json"))) == 4
+        assert main([*argv, "--base-url", server.base_url]) == 0
+        assert len(server.creations) == 4
+
+
+def test_cli_batch_api_refuses_the_embedded_backend(tmp_path, capsys):
+    from selfinstruct_utils.cli import main
+
+    with pytest.raises(SystemExit, match="--batch-api needs --backend openai or server"):
+        main(["run", "--run-dir", str(tmp_path / "run"), "--batch-api"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_batch_export_import(tmp_path, data, capsys):
+    from selfinstruct_utils.cli import main
+
+    common = ["--run-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    export = ["batch", "export", *common, "--model", "m", "--no-progress", "--num-instructions", "2",
+              "--request-batch-size", "2", "--seed-tasks", str(data / "self_instruct" / "seed_tasks.jsonl")]
+    for _ in range(8):
+        assert main(export) == 0
+        out = capsys.readouterr().out
+        if "nothing to export" in out:
+            break
+        (path,) = sorted((tmp_path / "run" / "batches").glob("export-*.jsonl"), key=lambda p: p.stat().st_mtime)[-1:]
+        assert str(path) in out and "run_batch" in out
+        fake_run_batch(path, tmp_path / "out.jsonl")
+        assert main(["batch", "import", str(tmp_path / "out.jsonl"), *common]) == 0
+        assert "imported" in capsys.readouterr().out
+    assert "step finetuning" in out
+    assert len((tmp_path / "run" / "machine_generated_instructions.jsonl").read_text().splitlines()) == 2
+    (tmp_path / "bad.jsonl").write_text('{"custom_id": "x-1"}\n')
+    assert main(["batch", "import", str(tmp_path / "bad.jsonl"), *common]) == 2
+    assert "bad.jsonl:1: custom_id 'x-1' is not one written by" in capsys.readouterr().err
