@@ -261,3 +261,52 @@ def test_phases_add_up():
         pass
     table = phases.table()
     assert list(table.index) == ["x", "y"] and abs(table["share"].sum() - 1) < 1e-9
+
+
+class _Config:
+    def __init__(self, lr: float):
+        self.lr = lr
+
+    def to_dict(self) -> dict:
+        return {"learning_rate": self.lr}
+
+
+def _write_predictions(path, tasks: int, max_new_tokens: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": f"user_oriented_task_{k}", "instruction": "i", "response": "r"}) + "\n"
+                            for k in range(tasks)))
+    meta = path.with_name(path.name.replace("_predictions.jsonl", "_predictions.meta.json"))
+    meta.write_text(json.dumps({"tasks": tasks, "max_new_tokens": max_new_tokens, "model": {"id": "base"}}))
+
+
+def test_the_curve_reuses_the_main_run_only_when_the_manifest_shows_the_same_computation(tmp_path):
+    from selfinstruct_utils.notebook import reuse_in_curve
+    from selfinstruct_utils.tune import _sha256_records
+
+    records = [{"instruction": f"task {k // 2}", "prompt": f"p{k}", "completion": f"c{k}"} for k in range(6)]
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    manifest = {"complete": True, "identity": {"base": {"kind": "gguf", "id": "x"}, "data": _sha256_records(records),
+                                               "config": {"learning_rate": 3e-4}}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    preds = tmp_path / "predictions"
+    _write_predictions(preds / "untuned_predictions.jsonl", 4, 16)
+    _write_predictions(preds / "lora_predictions.jsonl", 4, 16)
+    curve = tmp_path / "curve"
+
+    # other data (a different CURVE_LIMIT), other settings: nothing of the main run is reused
+    notes = reuse_in_curve(run, preds / "untuned_predictions.jsonl", preds / "lora_predictions.jsonl", curve, records[:4],
+                           config=_Config(3e-4), tasks=8, max_new_tokens=16)
+    assert notes == [] and not curve.exists()
+    notes = reuse_in_curve(run, preds / "untuned_predictions.jsonl", preds / "lora_predictions.jsonl", curve, records,
+                           config=_Config(1e-4), tasks=4, max_new_tokens=16)
+    assert len(notes) == 1 and "zero point" in notes[0] and not (curve / "frac_1").exists()
+    # the same data, configuration and evaluation: the adapter, manifest and both answer files are reused
+    notes = reuse_in_curve(run, preds / "untuned_predictions.jsonl", preds / "lora_predictions.jsonl", curve, records,
+                           config=_Config(3e-4), tasks=4, max_new_tokens=16)
+    assert any("full-data point reuses the main run's adapter" in n for n in notes)
+    assert (curve / "frac_1" / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert json.loads((curve / "frac_1" / "manifest.json").read_text()) == manifest
+    assert (curve / "frac_1" / "kit-3-instructions_predictions.jsonl").read_text() == (preds / "lora_predictions.jsonl").read_text()
+    assert (curve / "frac_0" / "kit-0-instructions_predictions.meta.json").is_file()
