@@ -32,25 +32,45 @@ def seeds(data):
 
 
 # --- steps 2-3: a continuous window -----------------------------------------------------------------------
+def _until_in_flight(fake_box: list, c: int, then=lambda body: 0.0):
+    """A latency function: every answer waits (at most 30 s) until the server has once seen ``c`` requests in
+    flight at the same moment, then takes ``then(body)`` seconds. So "C in flight" is observed whatever the
+    machine's load, and never more than C can be (the count is exact)."""
+    seen = threading.Event()
+
+    def latency(body: dict) -> float:
+        deadline = time.monotonic() + 30
+        while not seen.is_set() and time.monotonic() < deadline:
+            if fake_box[0].in_flight >= c:
+                seen.set()
+            time.sleep(0.002)
+        return then(body)
+
+    return latency
+
+
 def test_steps_2_and_3_keep_c_requests_in_flight_with_no_batch_barrier(tmp_path):
     """The first request is answered only after 31 later ones arrived: with any batch barrier the run would
     stall at the end of the first batch. The server never sees more than C = 4 at once, and sees 4."""
     instructions = [f"Task number {k} to classify." for k in range(40)]
     released = threading.Event()
+    first_waited: list[bool] = []
 
     def latency(body: dict) -> float:
         if "Task number 0 to" in body["prompt"]:
-            released.wait(60)
+            first_waited.append(released.wait(60))  # False: the window never got 31 requests past it
             return 0.0
         if len(fake.requests) >= 32:
             released.set()
         return 0.005
 
-    with FakeOpenAI(text=" No", latency=latency) as fake:
+    box: list = []
+    with FakeOpenAI(text=" No", latency=_until_in_flight(box, 4, latency)) as fake:
+        box.append(fake)
         client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=4)
         run = RunDir(tmp_path / "run")
         res = classify_instructions(client, instructions, run, progress=False)
-        assert released.is_set(), "a batch barrier held the window back"
+        assert first_waited == [True], "a batch barrier held the window back"
         assert fake.max_in_flight == 4 and len(fake.requests) == 40
         assert fake.answer_order[-1] != 0 or fake.answer_order.index(0) > 30
     assert [r["instruction"] for r in run.read("classification")] == instructions  # input order
@@ -63,7 +83,9 @@ def test_steps_2_and_3_keep_c_requests_in_flight_with_no_batch_barrier(tmp_path)
         sum(u["requests"] for u in logged), sum(u["prompt_tokens"] for u in logged),
         sum(u["completion_tokens"] for u in logged)) == (40, 440, 80)
     # step 3 through the same window: C in flight, records in order
-    with FakeOpenAI(text=bench_text, latency=shuffled_latency(0.0, 0.03, seed=3)) as fake:
+    box = []
+    with FakeOpenAI(text=bench_text, latency=_until_in_flight(box, 8, shuffled_latency(0.0, 0.03, seed=3))) as fake:
+        box.append(fake)
         client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=8)
         generate_instances(client, [(i, False) for i in instructions], run, progress=False)
         assert fake.max_in_flight == 8 and fake.answer_order != sorted(fake.answer_order)
@@ -117,6 +139,33 @@ def test_step1_gives_the_same_files_whatever_order_the_answers_arrive_in(seeds, 
     batch_rounds, _, _ = _step1(seeds, tmp_path / "batch-rounds", scheduler="batch", rounds=True)
     assert batch == batch_rounds and batch != reference
     assert all(json.loads(x)["batch_idx"] == json.loads(x)["request_idx"] // 6 for x in batch[0].splitlines())
+
+
+def test_step1_interrupted_after_any_request_resumes_to_the_same_files(seeds, tmp_path):
+    """Stop step 1 after k logged requests (answers still in flight are abandoned), for every k, and run it
+    again: the files equal an uninterrupted run's, whatever order the answers arrived in."""
+
+    class Stop(Exception):
+        pass
+
+    reference, _, _ = _step1(seeds, tmp_path / "ref", concurrency=1, n=12)
+    n_requests = len(reference[0].splitlines())
+    for k in range(1, n_requests):
+        folder = tmp_path / f"stop{k}"
+        with FakeOpenAI(text=bench_text, latency=shuffled_latency(0.0, 0.03, seed=k)) as fake:
+            client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=6)
+
+            def stop_after_k(record, k=k):
+                if record["request_idx"] + 1 == k:
+                    raise Stop
+
+            with pytest.raises(Stop):
+                generate_instructions(client, seeds, RunDir(folder), num_instructions=12, request_batch_size=6,
+                                      progress=False, record_similar=3, on_request=stop_after_k)
+            assert len(RunDir(folder).read("requests")) == k
+            generate_instructions(client, seeds, RunDir(folder), num_instructions=12, request_batch_size=6,
+                                  progress=False, record_similar=3)
+        assert tuple((folder / f).read_bytes() for f in STEP_FILES[:2]) == reference, k
 
 
 def test_a_run_without_a_stored_scheduler_keeps_the_batch_schedule(seeds, tmp_path):
