@@ -241,45 +241,45 @@ def superni_examples(path: str | os.PathLike, *, tasks: int | None = 12, per_tas
     """Evaluation instances of the SuperNI test file (the paper's Table 3 set), a few per task.
 
     Args:
-        path: ``superni_test_set.jsonl`` (``selfinstruct download --what superni``): one ``prompt``
-            (definition, examples and input) and ``completion`` (reference output) per line.
+        path: ``superni_test_set.jsonl`` (``selfinstruct download --what superni``), read by the kit's one
+            reader, :func:`~selfinstruct_utils.analysis.overlap.read_superni_jsonl`.
         tasks: the first this many tasks (distinct definitions) in file order (None: all 119).
         per_task: instances per task, the first in file order.
     Returns:
-        Columns ``task`` (as :func:`~selfinstruct_utils.analysis.overlap.load_superni_test_tasks`
-        numbers them), ``definition``, ``prompt``, ``target``.
+        Columns ``task`` (``task_<k>``, numbered as
+        :func:`~selfinstruct_utils.analysis.overlap.load_superni_test_tasks` numbers them), ``definition``,
+        ``prompt``, ``target`` (the reference output without its end-of-text marker).
     Raises:
-        DataFormatError: a line without a string ``prompt`` or ``completion``.
+        DataFormatError: a line without a string ``prompt`` or ``completion``, or a prompt holding no task
+            definition (file and line named).
     """
-    from .analysis.overlap import superni_definition
+    from .analysis.overlap import read_superni_jsonl
 
-    path = Path(path)
-    numbers: dict[str, int] = {}
-    rows = []
-    for line, obj in read_jsonl(path):
-        for key in ("prompt", "completion"):
-            if not isinstance(obj.get(key), str):
-                raise DataFormatError(path, line, key, "missing or not a string")
-        definition = superni_definition(obj["prompt"])
-        if definition not in numbers:
-            numbers[definition] = len(numbers) + 1
-        k = numbers[definition]
-        if tasks is not None and k > tasks:
-            continue
-        rows.append({"task": f"task_{k}", "definition": definition, "prompt": obj["prompt"],
-                     "target": obj["completion"].replace("<|endoftext|>", "").strip()})
-    df = pd.DataFrame(rows, columns=["task", "definition", "prompt", "target"])
-    return df.groupby("task", sort=False).head(per_task).reset_index(drop=True)
+    df = read_superni_jsonl(path)
+    if tasks is not None:
+        df = df[df["task"].isin({f"task_{k}" for k in range(1, tasks + 1)})]
+    df = df.groupby("task", sort=False).head(per_task).reset_index(drop=True)
+    return df[["task", "definition", "prompt", "target"]]
 
 
 def evaluate_superni(model, tokenizer, path: str | os.PathLike, *, tasks: int | None = 12, per_task: int = 4,
                      max_new_tokens: int = 64, batch_size: int = 8, progress: bool = True) -> dict[str, Any]:
     """ROUGE-L on held-out SuperNI tasks with their definitions (paper Sec. 4.3, Table 3's metric).
 
+    Each prompt (definition, examples and input, as the file holds it) is answered greedily; each response
+    is scored against its reference by ROUGE-L F1 (:func:`selfinstruct_utils.rouge.paired`), averaged per
+    task, then over tasks, so every task weighs the same whatever its number of instances.
+
+    Args:
+        model, tokenizer: as for :func:`generate`.
+        path, tasks, per_task: the instances, see :func:`superni_examples`.
+        max_new_tokens, batch_size: as for :func:`generate`.
     Returns:
         ``{"rougeL": mean over tasks of the per-task mean ROUGE-L F1 (0-1), "per_task": DataFrame
         (task, instances, rougeL), "predictions": DataFrame (task, prompt, target, response, rougeL),
         "stats": GenerationStats}``.
+    Raises:
+        DataFormatError: a malformed file (see :func:`superni_examples`).
     """
     df = superni_examples(path, tasks=tasks, per_task=per_task)
     responses, stats = generate(model, tokenizer, df["prompt"].tolist(), max_new_tokens=max_new_tokens,
@@ -302,8 +302,10 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
 
     Args:
         data: what :func:`selfinstruct_utils.tune.training_records` reads (run directory, file, DataFrame).
-        out_dir: one sub-folder per fraction (``frac_0.125/``: the tuning run and its predictions);
-            finished fractions are reused when the function is called again.
+        out_dir: one sub-folder per fraction (``frac_0.125/``: the tuning run and its predictions).
+            Called again, a finished fraction loads no model: its tuning run is complete and its
+            predictions' ``.meta.json`` names the same model (base identity, adapter hash, data hash),
+            tasks and ``max_new_tokens``; otherwise it is tuned (resumed) and evaluated again.
         fractions: shares of the instructions, 0 to 1.
         config: a :class:`~selfinstruct_utils.tune.TuneConfig` (default: its defaults).
         limit: examples drawn from ``data`` first (None: all of it; 64 keeps 2 cores to minutes).
@@ -312,17 +314,23 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
         One row per fraction: ``fraction``, ``instructions``, ``examples``, ``steps``, ``train_seconds``,
         ``final_loss``, ``rougeL`` with ``low``/``high`` (bootstrap over tasks), ``model`` (the
         predictions' name). Also written to ``out_dir/curve.csv``.
+    Raises:
+        ValueError: a fraction outside [0, 1].
+        ConfigChangedError: a fraction's folder holds a run of other data or configuration (from
+            :func:`~selfinstruct_utils.tune.tune`).
     """
-    from .tune import TuneConfig, load_base, load_tuned, training_records, tune
+    from .tune import TuneConfig, _resolve_base, load_base, load_tuned, training_records, tune
 
     config = config or TuneConfig()
+    for f in fractions:
+        if not 0 <= f <= 1:
+            raise ValueError(f"fractions must lie in [0, 1], not {f}")
     records = training_records(data, limit=limit, seed=config.seed)
     order = list(dict.fromkeys(r["instruction"] for r in records))
+    n_tasks = len(user_oriented_tasks(None, tasks))
     out = Path(out_dir)
     rows = []
     for f in sorted(fractions):
-        if not 0 <= f <= 1:
-            raise ValueError(f"fractions must lie in [0, 1], not {f}")
         n_instr = round(f * len(order))
         keep = set(order[:n_instr])
         subset = [r for r in records if r["instruction"] in keep]
@@ -335,13 +343,14 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
             losses = result.losses()
             steps, train_seconds = result.manifest["steps"], result.manifest["totals"]["seconds"]
             final_loss = float(losses["loss"].iloc[-1]) if len(losses) else float("nan")
-            model = load_tuned(folder, device=device)
+            identity = result.identity
         else:
-            model = load_base(base, device=device)
-        pred_file = folder / f"{name}_predictions.jsonl"
-        if pred_file.is_file():
+            result, identity = None, _resolve_base(base)[1]
+        if _predictions_made_by(folder, name, identity, tasks=n_tasks, max_new_tokens=max_new_tokens):
             preds = load_predictions(folder, models=[name])
-        else:
+        else:  # only now load weights
+            model = (result if result is not None and result.model is not None else
+                     load_tuned(folder, device=device) if result is not None else load_base(base, device=device))
             preds = evaluate_user_oriented(model.model, model.tokenizer, name=name, out_dir=folder, tasks=tasks,
                                            max_new_tokens=max_new_tokens, batch_size=batch_size,
                                            identity=model.identity, progress=progress)
@@ -353,3 +362,18 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
     out.mkdir(parents=True, exist_ok=True)
     curve.to_csv(out / "curve.csv", index=False)
     return curve
+
+
+def _predictions_made_by(folder: Path, name: str, identity: dict, *, tasks: int, max_new_tokens: int) -> bool:
+    """Whether ``folder`` holds ``name``'s predictions made by the model ``identity`` names (base id,
+    adapter hash, tuning data) on ``tasks`` tasks with ``max_new_tokens``, read from their meta file."""
+    meta_path = folder / f"{name}_predictions.meta.json"
+    if not (folder / f"{name}_predictions.jsonl").is_file() or not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    made_by = meta.get("model") or {}
+    same = all(made_by.get(k) == identity.get(k) for k in ("id", "adapter_sha256", "tuning"))
+    return same and meta.get("tasks") == tasks and meta.get("max_new_tokens") == max_new_tokens

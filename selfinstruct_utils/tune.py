@@ -28,6 +28,8 @@ import os
 import random
 import shutil
 import time
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -227,8 +229,7 @@ def training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | N
     Args:
         source: a run directory (its filtered instances), a finetuning file (the paper's
             ``gpt3_finetuning_data.jsonl``, the kit's ``prompt_completion.jsonl``, Alpaca's JSON...) or a
-            DataFrame; anything :func:`~selfinstruct_utils.analysis.datasets.load_dataset` reads. Rows
-            without an output are left out.
+            DataFrame; anything :func:`~selfinstruct_utils.analysis.datasets.load_dataset` reads.
         limit: keep this many examples (a seeded sample, before ``instructions``).
         seed: the sample and the template each example is encoded with.
         instructions: keep the examples of this many distinct instructions (a seeded sample; for the
@@ -236,29 +237,73 @@ def training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | N
     Returns:
         One dict per example: ``prompt``, ``completion`` (the paper's template variants, Sec. 2.3, without
         an end-of-text marker: the trainer appends the tokenizer's own), ``instruction``, ``input`` and
-        ``output``. Their order is the seeded shuffle of the dataset.
+        ``output``. Their order is the seeded shuffle of the dataset. Rows without an output (missing,
+        not a string or blank) or without an instruction are left out before sampling, with a warning
+        that counts them by reason (:func:`tune` records the counts in its manifest).
     Raises:
         DataFormatError, FileNotFoundError: from the loader; ValueError: no example has an output.
     """
+    records, skipped = _training_records(source, limit=limit, seed=seed, instructions=instructions)
+    _warn_skipped(source, skipped)
+    return records
+
+
+def _text(value: Any) -> str:
+    """A field's text, or "" for a missing or non-string value (None, NaN from pandas, a number...)."""
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | None, seed: int,
+                      instructions: int | None = None) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """:func:`training_records` and the rows left out, by reason (``no_output``, ``no_instruction``)."""
     df = load_dataset(source)
-    df = df[df["output"].fillna("").str.strip() != ""]
-    if df.empty:
-        raise ValueError(f"{source}: no example with an output to train on")
+    skipped: Counter = Counter()
+    usable = []
+    for k, r in enumerate(df.itertuples(index=False)):
+        if not _text(r.output):
+            skipped["no_output"] += 1
+        elif not _text(r.instruction):
+            skipped["no_instruction"] += 1
+        else:
+            usable.append(k)
+    if not usable:
+        raise ValueError(f"{source}: no example with an output to train on ({len(df)} rows)")
     rng = random.Random(seed)
-    order = list(range(len(df)))
+    order = list(usable)
     rng.shuffle(order)
     if limit is not None:
         order = order[:limit]
     rows = df.iloc[order]
     if instructions is not None:
-        keep = list(dict.fromkeys(rows["instruction"]))[:instructions]
-        rows = rows[rows["instruction"].isin(set(keep))]
+        keep = list(dict.fromkeys(rows["instruction"].map(_text)))[:instructions]
+        rows = rows[rows["instruction"].map(_text).isin(set(keep))]
     out = []
     for r in rows.itertuples(index=False):
-        ex = TrainingExample(r.instruction.strip(), (r.input or "").strip(), r.output.strip())
+        ex = TrainingExample(_text(r.instruction), _text(r.input), _text(r.output))
         pc = encode_prompt_completion(ex, rng, eos="")
         out.append({**pc, **ex.to_dict()})
-    return out
+    return out, dict(skipped)
+
+
+def _warn_skipped(source: Any, skipped: dict[str, int]) -> None:
+    if skipped:
+        what = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
+        name = "<DataFrame>" if isinstance(source, pd.DataFrame) else source
+        warnings.warn(f"{name}: left out {sum(skipped.values())} training row(s) ({what})", stacklevel=3)
+
+
+def _usable_records(records: Sequence[dict], *, chat: bool) -> tuple[list[dict], dict[str, int]]:
+    """The records :func:`tune` was given that it can train on, and the others counted by reason: without a
+    ``prompt`` or a non-blank ``completion`` (or, with ``chat``, an ``instruction`` and an ``output``)."""
+    keys = ("instruction", "output") if chat else ("prompt", "completion")
+    kept, skipped = [], Counter()
+    for r in records:
+        missing = [k for k in keys if not (isinstance(r.get(k), str) and (r[k].strip() or k == "prompt"))]
+        if missing:
+            skipped[f"no_{missing[-1]}"] += 1
+        else:
+            kept.append(r)
+    return kept, dict(skipped)
 
 
 def training_data_source(run_dir: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> tuple[Path | None, str]:
@@ -304,6 +349,13 @@ class TuneResult:
     model: Any = None
     tokenizer: Any = None
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What made this model, as :func:`load_tuned` gives it: the base model's identity, ``adapter``
+        (the folder), ``adapter_sha256`` (its weights' content hash) and ``tuning`` (the data's hash,
+        examples and steps). Pass it to :func:`selfinstruct_utils.evaluate.evaluate_user_oriented`."""
+        return _tuned_identity(self.manifest["base"], self.path, self.manifest)
+
     def losses(self) -> pd.DataFrame:
         """Training loss per optimizer step: columns ``step``, ``epoch``, ``loss``."""
         rows = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"]} for e in self.log if "loss" in e]
@@ -332,7 +384,9 @@ def tune(
 
     Args:
         data: records from :func:`training_records`, or anything it reads (a run directory, a
-            finetuning file, a DataFrame).
+            finetuning file, a DataFrame). Records without a ``prompt`` or a non-blank ``completion``
+            (with ``config.chat``: an ``instruction`` and an ``output``) are left out, counted in a
+            warning and in the manifest's ``data.skipped``.
         out_dir: output folder; holds ``checkpoints/``, ``adapter/`` and ``manifest.json``.
         base: the base model (see :func:`load_base`; None: the embedded GGUF).
         config: hyperparameters (default :class:`TuneConfig`).
@@ -345,12 +399,14 @@ def tune(
     Returns:
         A :class:`TuneResult`; a run already complete in ``out_dir`` under the same identity is returned
         as it is, without training. The manifest records the base model's identity, the data (source,
-        examples, instructions, content hash), the configuration, package versions, and per invocation
+        examples, instructions, rows left out, the content hash of every kept record's fields: prompt,
+        completion, instruction, input, output), the configuration, package versions, and per invocation
         the steps, training tokens (non-padding, prompt and completion), seconds and tokens per second.
     Raises:
         ConfigChangedError: ``out_dir`` holds a run made with other data, base model or configuration
             (names the field, old and new value) and ``force_new_config`` is False.
         ImportError: the ``train`` extra is not installed.
+        ValueError: no record to train on.
     """
     _require_train_extra()
     import torch
@@ -362,15 +418,17 @@ def tune(
     out = Path(out_dir)
     if isinstance(data, str | os.PathLike | pd.DataFrame):
         source = str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"
-        records = training_records(data, limit=limit, seed=config.seed)
+        records, skipped = _training_records(data, limit=limit, seed=config.seed)
     else:
         source = "<records>"
-        records = list(data)[:limit] if limit is not None else list(data)
+        records, skipped = _usable_records(list(data), chat=config.chat)
+        records = records[:limit] if limit is not None else records
+    _warn_skipped(source, skipped)
     if not records:
-        raise ValueError("no training records")
+        raise ValueError(f"no training records ({', '.join(f'{n} {k}' for k, n in skipped.items()) or 'none given'})")
     data_info = {"source": source, "examples": len(records),
                  "instructions": len({r.get("instruction", r["prompt"]) for r in records}),
-                 "sha256": _sha256_records(records)}
+                 "skipped": skipped, "sha256": _sha256_records(records)}
     source_dir, identity = _resolve_base(base)  # the checks below need no weights loaded
     manifest_path = out / "manifest.json"
     stored = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
@@ -469,10 +527,14 @@ def load_tuned(path: str | os.PathLike, *, device: str = "auto", merge: bool = F
         device: "auto", "cpu" or "cuda".
         merge: fold the adapter into the weights (faster generation; the result is a plain model).
     Returns:
-        A :class:`BaseModel` in evaluation mode whose identity adds ``adapter`` (the folder) and
-        ``tuning`` (the manifest's data hash and step count).
+        A :class:`BaseModel` in evaluation mode whose identity adds ``adapter`` (the folder),
+        ``adapter_sha256`` (the content hash of its weights) and ``tuning`` (the manifest's data hash,
+        example and step counts), as :attr:`TuneResult.identity`.
     Raises:
         FileNotFoundError: no ``manifest.json`` or ``adapter/`` in ``path``.
+        ValueError: the base model the manifest names now loads other weights (another GGUF under the
+            same file name, another commit of a Hugging Face id): the adapter would be applied to a
+            model it was not trained on. The message names both identities.
     """
     from peft import PeftModel
 
@@ -491,9 +553,29 @@ def load_tuned(path: str | os.PathLike, *, device: str = "auto", merge: bool = F
     if merge:
         model = model.merge_and_unload()
     model.eval()
-    identity = {**loaded.identity, "adapter": str(path / "adapter"), "tuning": {"data": manifest["data"]["sha256"],
-                                                                                 "steps": manifest["steps"]}}
-    return BaseModel(model, loaded.tokenizer, identity)
+    return BaseModel(model, loaded.tokenizer, _tuned_identity(loaded.identity, path, manifest))
+
+
+def _tuned_identity(base: dict[str, Any], path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    adapter = Path(path) / "adapter"
+    return {**base, "adapter": str(adapter), "adapter_sha256": _adapter_sha256(adapter),
+            "tuning": {"data": manifest["data"]["sha256"], "examples": manifest["data"]["examples"],
+                       "steps": manifest.get("steps")}}
+
+
+def _adapter_sha256(folder: Path) -> str | None:
+    """Content hash of an adapter's configuration and weights (``adapter_config.json``,
+    ``adapter_model.*``), None when there are none."""
+    files = sorted(p for p in folder.glob("adapter_*") if p.is_file())
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode() + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
 
 
 def _default_gguf_name() -> str:

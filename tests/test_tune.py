@@ -1,7 +1,10 @@
 """Step 5: instruction tuning with LoRA and evaluation on the user-oriented tasks (paper Sec. 4).
 
-The fast tests check the evaluation's data handling on the published files; the ``train`` tests tune the
-offline default model (the embedded GGUF, de-quantized) on 16 real finetuning examples for a few steps.
+The fast tests check the data handling on the published files. The ``train`` tests run the mechanics
+(resume, manifest, data hash, skipped rows, refused configurations, reloading, evaluation files, the
+command line) on a tiny random Llama (``tests/tiny_lm.py``, seconds), and one test tunes the real offline
+default model (the embedded GGUF, de-quantized) where only it can tell: the loss is on completions only
+and falls.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from selfinstruct_utils.data import DATASETS, predictions_dir, user_oriented_pat
 from selfinstruct_utils.evaluate import (
     evaluation_prompt,
     rouge_summary,
-    superni_examples,
     user_oriented_tasks,
 )
 from selfinstruct_utils.records import DataFormatError
@@ -106,18 +108,6 @@ def test_rouge_summary_compares_models_on_their_common_tasks(tmp_path, data):
     assert full.loc["text-davinci-003", "rougeL"] > full.loc["davinci", "rougeL"]
 
 
-def test_superni_examples_group_instances_by_definition(tmp_path):
-    from tests.http_mirror import SUPERNI_DEFINITIONS, superni_file
-
-    path = tmp_path / "superni_test_set.jsonl"
-    path.write_bytes(superni_file())
-    df = superni_examples(path, tasks=2, per_task=2)
-    assert df["task"].tolist() == ["task_1", "task_1", "task_2", "task_2"]
-    assert df["definition"].iloc[2] == SUPERNI_DEFINITIONS[1][0]
-    assert df["target"].tolist() == ["yes", "no", "The Cold Key", "Brave Paws"]  # end-of-text marker removed
-    assert len(superni_examples(path, tasks=None, per_task=10)) == 6
-
-
 def test_training_records_are_seeded_and_nest_by_instruction(data):
     from selfinstruct_utils.tune import training_records
 
@@ -131,47 +121,72 @@ def test_training_records_are_seeded_and_nest_by_instruction(data):
     assert few == [r for r in a if r["instruction"] in set(order[:5])]
 
 
-# --- tuning the offline default model (torch) ---------------------------------------------------------------
+
+def test_output_less_rows_are_skipped_and_counted_not_a_traceback():
+    import pandas as pd
+
+    from selfinstruct_utils.tune import training_records
+
+    df = pd.DataFrame({
+        "instruction": ["Name a colour.", "Add the numbers.", "Say hi.", "Count to three.", None, "Spell cat."],
+        "input": [None, "2 3", float("nan"), "", "x", None],
+        "output": ["Blue.", None, "  ", 5, "y", "C-A-T"],
+    })
+    with pytest.warns(UserWarning, match=r"left out 4 training row\(s\) \(3 no output, 1 no instruction\)"):
+        records = training_records(df, seed=0)
+    assert sorted(r["instruction"] for r in records) == ["Name a colour.", "Spell cat."]
+    assert all(r["input"] == "" for r in records)  # missing inputs (None, NaN) are empty, not "nan"
+    with pytest.raises(ValueError, match="no example with an output"):
+        training_records(df.iloc[1:4], seed=0)
+
+
+def test_the_data_hash_sees_a_change_of_completion_alone(data):
+    from selfinstruct_utils.tune import _sha256_records, training_records
+
+    records = training_records(finetuning_file(data), limit=4, seed=0)
+    changed = [dict(r) for r in records]
+    changed[2]["completion"] += " (changed)"
+    assert _sha256_records(changed) != _sha256_records(records)
+    assert _sha256_records([dict(r) for r in records]) == _sha256_records(records)
+
+
+# --- the mechanics, on a tiny random model (torch, seconds) ------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory, data):
-    """A LoRA run on 16 real finetuning examples, interrupted after step 2 and resumed to step 4."""
+def tiny(tmp_path_factory, data):
+    """A tiny random base model, and 16 real finetuning examples its tokenizer was fitted to."""
     pytest.importorskip("trl")
+    from tiny_lm import tiny_model_dir
+
+    from selfinstruct_utils.tune import training_records
+
+    records = training_records(finetuning_file(data), limit=16, seed=0)
+    base = tiny_model_dir(tmp_path_factory.mktemp("tiny") / "base", [r["prompt"] + r["completion"] for r in records])
+    return {"base": base, "records": records}
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, tiny):
+    """A LoRA run on the tiny model, interrupted after step 2 and resumed to step 4."""
     from transformers import TrainerCallback
 
-    from selfinstruct_utils.tune import TuneConfig, load_base, training_records, tune
+    from selfinstruct_utils.tune import TuneConfig, tune
 
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 2:
                 control.should_training_stop = True
 
-    records = training_records(finetuning_file(data), limit=16, seed=0)
-    base = load_base(device="cpu")
-    from selfinstruct_utils.tune import completion_loss
-
-    before = completion_loss(base.model, base.tokenizer, records, max_length=128)
     config = TuneConfig(max_steps=4, batch_size=4, learning_rate=2e-3, save_steps=2, max_length=128, seed=0)
     out = tmp_path_factory.mktemp("tune") / "run"
-    first = tune(records, out, config=config, device="cpu", progress=False, callbacks=[StopAt()])
-    second = tune(records, out, config=config, device="cpu", progress=False)
-    return {"records": records, "before": before, "first": first, "second": second, "config": config, "out": out}
+    first = tune(tiny["records"], out, base=tiny["base"], config=config, device="cpu", progress=False,
+                 callbacks=[StopAt()])
+    second = tune(tiny["records"], out, base=tiny["base"], config=config, device="cpu", progress=False)
+    return {**tiny, "first": first, "second": second, "config": config, "out": out}
 
 
 @pytest.mark.train
-@pytest.mark.slow
-def test_tuning_lowers_the_loss_on_its_examples(tuned):
-    from selfinstruct_utils.tune import completion_loss
-
-    after = completion_loss(tuned["second"].model, tuned["second"].tokenizer, tuned["records"], max_length=128)
-    assert after < tuned["before"] - 0.05, (tuned["before"], after)
-    losses = tuned["second"].losses()
-    assert losses["step"].tolist() == [1, 2, 3, 4]
-
-
-@pytest.mark.train
-@pytest.mark.slow
 def test_resuming_continues_the_step_count_and_the_manifest_adds_up(tuned):
     first, second = tuned["first"].manifest, tuned["second"].manifest
     assert first["steps"] == 2 and not first["complete"]
@@ -180,30 +195,55 @@ def test_resuming_continues_the_step_count_and_the_manifest_adds_up(tuned):
     assert [(i["resumed_from"], i["from_step"], i["to_step"]) for i in inv] == [(None, 0, 2), ("checkpoint-2", 2, 4)]
     assert second["totals"]["seconds"] == pytest.approx(sum(i["seconds"] for i in inv), abs=0.02)
     assert second["totals"]["tokens"] == inv[-1]["tokens_seen_total"] > inv[0]["tokens_seen_total"] > 0
-    assert second["base"]["id"].startswith("gguf-sha256:") and second["base"]["parameters"] == 134_515_008
-    assert second["data"]["examples"] == 16 and second["config"]["learning_rate"] == 2e-3
+    assert second["base"] == {"kind": "hf", "name": str(tuned["base"]), "id": str(tuned["base"].resolve()),
+                              "parameters": 34_976}  # vocabulary 512, width 32, 2 layers
+    assert second["data"]["examples"] == 16 and second["data"]["skipped"] == {}
+    assert second["config"]["learning_rate"] == 2e-3
+    assert tuned["second"].losses()["step"].tolist() == [1, 2, 3, 4]
     on_disk = json.loads((tuned["out"] / "manifest.json").read_text(encoding="utf-8"))
     assert on_disk["steps"] == 4 and len(on_disk["invocations"]) == 2
 
 
 @pytest.mark.train
-@pytest.mark.slow
-def test_a_complete_run_is_not_trained_again_and_a_changed_config_is_refused(tuned):
+def test_a_complete_run_is_not_trained_again_and_a_changed_config_or_data_is_refused(tuned):
     from dataclasses import replace
 
     from selfinstruct_utils.tune import tune
 
-    again = tune(tuned["records"], tuned["out"], config=tuned["config"], device="cpu", progress=False)
-    assert again.model is None and len(again.manifest["invocations"]) == 2
+    def again(records, config=tuned["config"]):
+        return tune(records, tuned["out"], base=tuned["base"], config=config, device="cpu", progress=False)
+
+    done = again(tuned["records"])
+    assert done.model is None and len(done.manifest["invocations"]) == 2
     with pytest.raises(ConfigChangedError, match=r"config\.learning_rate: 0\.002 -> 0\.001"):
-        tune(tuned["records"], tuned["out"], config=replace(tuned["config"], learning_rate=1e-3), device="cpu")
+        again(tuned["records"], replace(tuned["config"], learning_rate=1e-3))
     with pytest.raises(ConfigChangedError, match=r"data: 'sha256:"):
-        tune(tuned["records"][:8], tuned["out"], config=tuned["config"], device="cpu")
+        again(tuned["records"][:8])
+    other_completion = [dict(r) for r in tuned["records"]]
+    other_completion[5]["completion"] = other_completion[5]["completion"] + " Also this."
+    with pytest.raises(ConfigChangedError, match=r"data: 'sha256:"):  # a change of completions alone is seen
+        again(other_completion)
+    stored = json.loads((tuned["out"] / "manifest.json").read_text(encoding="utf-8"))
+    assert stored["steps"] == 4 and len(stored["invocations"]) == 2  # nothing was trained under other data
 
 
 @pytest.mark.train
-@pytest.mark.slow
-def test_the_saved_adapter_reloads_to_the_same_outputs(tuned):
+def test_records_without_a_completion_are_skipped_and_counted_in_the_manifest(tiny, tmp_path):
+    from selfinstruct_utils.tune import TuneConfig, tune
+
+    records = [dict(r) for r in tiny["records"][:6]]
+    records[1]["completion"] = "   "
+    del records[4]["completion"]
+    with pytest.warns(UserWarning, match=r"<records>: left out 2 training row\(s\) \(2 no completion\)"):
+        result = tune(records, tmp_path / "run", base=tiny["base"], config=TuneConfig(max_steps=1, batch_size=4),
+                      device="cpu", progress=False)
+    assert result.manifest["data"]["examples"] == 4 and result.manifest["data"]["skipped"] == {"no_completion": 2}
+    with pytest.raises(ValueError, match="no training records"):
+        tune([records[1]], tmp_path / "none", base=tiny["base"], device="cpu", progress=False)
+
+
+@pytest.mark.train
+def test_the_saved_adapter_reloads_to_the_same_outputs_and_identity(tuned):
     import torch
 
     from selfinstruct_utils.evaluate import generate
@@ -211,7 +251,9 @@ def test_the_saved_adapter_reloads_to_the_same_outputs(tuned):
 
     trained = tuned["second"]
     reloaded = load_tuned(tuned["out"], device="cpu")
-    assert reloaded.identity["tuning"]["steps"] == 4
+    assert reloaded.identity == trained.identity
+    assert reloaded.identity["tuning"] == {"data": trained.manifest["data"]["sha256"], "examples": 16, "steps": 4}
+    assert reloaded.identity["adapter_sha256"].startswith("sha256:")
     prompts = [r["prompt"] for r in tuned["records"][:3]]
     enc = trained.tokenizer(prompts, return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -224,17 +266,36 @@ def test_the_saved_adapter_reloads_to_the_same_outputs(tuned):
 
 
 @pytest.mark.train
-@pytest.mark.slow
+def test_load_tuned_refuses_a_base_that_now_loads_other_weights(tuned, tmp_path):
+    import shutil
+
+    from selfinstruct_utils.tune import load_tuned
+
+    run = tmp_path / "run"
+    shutil.copytree(tuned["out"], run)
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    manifest["base"]["id"] = "some-other-commit"
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"trained on .* \(some-other-commit\), but that name now loads"):
+        load_tuned(run, device="cpu")
+
+
+@pytest.mark.train
 def test_evaluation_writes_predictions_the_human_eval_views_read(tuned, tmp_path, data):
     from selfinstruct_utils.evaluate import evaluate_user_oriented
 
     model = tuned["second"]
     preds = evaluate_user_oriented(model.model, model.tokenizer, name="kit-lora-4-steps", out_dir=tmp_path,
                                    tasks=[0, 5, 17, 251], max_new_tokens=16, batch_size=2, progress=False,
-                                   tasks_path=user_oriented_path(data), identity={"adapter": "test"})
+                                   tasks_path=user_oriented_path(data), identity=model.identity)
     assert preds["task"].tolist() == [0, 5, 17, 251] and set(preds.model) == {"kit-lora-4-steps"}
     meta = json.loads((tmp_path / "kit-lora-4-steps_predictions.meta.json").read_text(encoding="utf-8"))
     assert meta["tasks"] == 4 and meta["decoding"] == "greedy" and meta["new_tokens"] <= 64
+    # the meta file names the tuned model, not only its base: adapter, its weights' hash, the data's hash
+    assert meta["model"]["adapter"] == str(tuned["out"] / "adapter")
+    assert meta["model"]["adapter_sha256"] == model.identity["adapter_sha256"]
+    assert meta["model"]["tuning"]["data"] == model.manifest["data"]["sha256"]
+    assert not list(tmp_path.glob("*.tmp"))
     both = load_predictions([predictions_dir(data), tmp_path], user_oriented_path(data))
     assert both.model.nunique() == 9
     table = rouge_summary(both)
@@ -244,33 +305,44 @@ def test_evaluation_writes_predictions_the_human_eval_views_read(tuned, tmp_path
 
 
 @pytest.mark.train
-@pytest.mark.slow
-def test_tune_and_evaluate_on_the_command_line(tmp_path, data, capsys):
-    pytest.importorskip("trl")
+def test_tune_and_evaluate_on_the_command_line(tiny, tmp_path, data, capsys):
     from selfinstruct_utils.cli import main
 
-    out = tmp_path / "tuned"
-    assert main(["tune", str(finetuning_file(data)), "--out", str(out), "--limit", "4", "--max-steps", "1",
-                 "--batch-size", "4", "--max-length", "64", "--device", "cpu"]) == 0
+    out, base = tmp_path / "tuned", str(tiny["base"])
+    args = ["tune", str(finetuning_file(data)), "--out", str(out), "--base", base, "--limit", "4", "--max-steps", "1",
+            "--batch-size", "4", "--max-length", "64", "--device", "cpu"]
+    assert main(args) == 0
     said = capsys.readouterr().out
-    assert "on 4 examples" in said and "1 steps" in said and f"adapter: {out / 'adapter'}" in said
+    assert f"tuned {base} on 4 examples" in said and "1 steps" in said and f"adapter: {out / 'adapter'}" in said
     assert main(["evaluate", "--tuned", str(out), "--name", "cli-lora", "--out", str(tmp_path / "pred"),
                  "--tasks", "2", "--max-new-tokens", "4", "--device", "cpu"]) == 0
     assert "cli-lora: ROUGE-L" in capsys.readouterr().out
     rows = (tmp_path / "pred" / "cli-lora_predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(r)["id"] for r in rows] == ["user_oriented_task_0", "user_oriented_task_1"]
-    assert main(["tune", str(finetuning_file(data)), "--out", str(out), "--limit", "4", "--max-steps", "1",
-                 "--batch-size", "4", "--max-length", "64", "--lr", "1e-3", "--device", "cpu"]) != 0
+    meta = json.loads((tmp_path / "pred" / "cli-lora_predictions.meta.json").read_text(encoding="utf-8"))
+    assert meta["model"]["adapter"] == str(out / "adapter") and meta["model"]["tuning"]["steps"] == 1
+    assert main([*args, "--lr", "1e-3"]) == 2
     assert "config.learning_rate: 0.0003 -> 0.001" in capsys.readouterr().err
+
+
+# --- the real offline default model -------------------------------------------------------------------------
 
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_the_loss_counts_completion_tokens_only(tmp_path, data):
-    """The paper's prompt_loss_weight 0: step 1's loss (before any update) is the base model's loss on the
-    completions of its batch, far from the loss over prompt and completion together."""
+def test_the_real_model_learns_from_completion_tokens_only(tmp_path, data):
+    """The paper's prompt_loss_weight 0 on the embedded GGUF, de-quantized: step 1's loss (before any update)
+    is the base model's loss on the completions of its batch, far from the loss over prompt and completion
+    together; two steps lower the loss on those completions; the saved adapter reloads to the same loss."""
     pytest.importorskip("trl")
-    from selfinstruct_utils.tune import TuneConfig, completion_loss, load_base, training_records, tune
+    from selfinstruct_utils.tune import (
+        TuneConfig,
+        completion_loss,
+        load_base,
+        load_tuned,
+        training_records,
+        tune,
+    )
 
     records = [r for r in training_records(finetuning_file(data), limit=60, seed=1) if r["prompt"].endswith(":")][:8]
     assert len(records) == 8  # templates ending in "Output:", so the prompt/completion boundary is a token boundary
@@ -278,8 +350,14 @@ def test_the_loss_counts_completion_tokens_only(tmp_path, data):
     completion_only = completion_loss(base.model, base.tokenizer, records, max_length=128)
     whole = completion_loss(base.model, base.tokenizer, [{"prompt": "", "completion": r["prompt"] + r["completion"]}
                                                          for r in records], max_length=128)
-    result = tune(records, tmp_path / "run", config=TuneConfig(max_steps=1, batch_size=8, max_length=128, seed=0),
-                  device="cpu", progress=False)
+    del base
+    config = TuneConfig(max_steps=3, batch_size=8, learning_rate=2e-3, max_length=128, seed=0)
+    result = tune(records, tmp_path / "run", config=config, device="cpu", progress=False)
     first = result.losses()["loss"].iloc[0]
     assert first == pytest.approx(completion_only, abs=0.02), (first, completion_only, whole)
     assert abs(whole - completion_only) > 0.2
+    after = completion_loss(result.model, result.tokenizer, records, max_length=128)
+    assert after < completion_only - 0.05, (completion_only, after)
+    assert result.manifest["base"]["id"].startswith("gguf-sha256:") and result.manifest["base"]["parameters"] == 134_515_008
+    reloaded = load_tuned(tmp_path / "run", device="cpu")
+    assert completion_loss(reloaded.model, reloaded.tokenizer, records, max_length=128) == pytest.approx(after, abs=1e-4)

@@ -13,7 +13,8 @@ import pandas as pd
 from ..records import DataFormatError, read_jsonl
 from ..rouge import RougeIndex
 
-__all__ = ["similarity_to_seeds", "seed_vs_test_overlap", "load_superni_test_tasks", "superni_definition"]
+__all__ = ["similarity_to_seeds", "seed_vs_test_overlap", "load_superni_test_tasks", "superni_definition",
+           "read_superni_jsonl"]
 
 
 def similarity_to_seeds(instructions: Sequence[str], seed_instructions: Sequence[str]) -> pd.DataFrame:
@@ -76,8 +77,8 @@ def load_superni_test_tasks(source: str | os.PathLike) -> pd.DataFrame:
         spaces) and ``instances`` (instances of that definition in the JSONL file; None for a checkout).
         One row per distinct definition, in order.
     Raises:
-        DataFormatError: a missing split or task file, a task without a ``Definition``, a JSONL line
-            without ``prompt`` or with no definition (file, line and field named).
+        DataFormatError: a missing split or task file, a task without a ``Definition``; for the JSONL
+            file, what :func:`read_superni_jsonl` raises (file, line and field named).
     """
     root = Path(source)
     if root.is_file():
@@ -106,17 +107,46 @@ def load_superni_test_tasks(source: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["task", "instruction", "instances"])
 
 
-def _superni_from_jsonl(path: Path) -> pd.DataFrame:
-    counts: dict[str, int] = {}
+def read_superni_jsonl(path: str | os.PathLike) -> pd.DataFrame:
+    """The one reader of the SuperNI test file (``superni_test_set.jsonl``, what ``selfinstruct download
+    --what superni`` fetches): one row per line, each filed under its task.
+
+    The file does not name tasks; an instance's task is its definition (:func:`superni_definition` of
+    its prompt), numbered ``task_<k>`` in order of first appearance. A prompt holding no definition is an
+    error, not a task of its own: both the Figure 8 overlap (:func:`load_superni_test_tasks`) and the
+    Table 3 evaluation (:func:`selfinstruct_utils.evaluate.superni_examples`) read the file through here.
+
+    Args:
+        path: the JSONL file: one ``{"prompt": ..., "completion": ...}`` object per line, the definition,
+            examples and input inside the prompt, the reference output (ending in ``<|endoftext|>``) as
+            the completion.
+    Returns:
+        Columns ``task``, ``definition``, ``prompt``, ``target`` (the completion without the end-of-text
+        marker, whitespace stripped) and ``line`` (1-based), in file order.
+    Raises:
+        DataFormatError: a line without a string ``prompt`` or ``completion``, a prompt with no definition,
+            or a file without records (file, line and field named).
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    numbers: dict[str, int] = {}
+    rows = []
     for line, obj in read_jsonl(path):
-        prompt = obj.get("prompt")
-        if not isinstance(prompt, str):
-            raise DataFormatError(path, line, "prompt", "missing or not a string")
-        definition = superni_definition(prompt)
+        for key in ("prompt", "completion"):
+            if not isinstance(obj.get(key), str):
+                raise DataFormatError(path, line, key, "missing or not a string")
+        definition = superni_definition(obj["prompt"])
         if not definition:
             raise DataFormatError(path, line, "prompt", "holds no task definition")
-        counts[definition] = counts.get(definition, 0) + 1
-    if not counts:
+        k = numbers.setdefault(definition, len(numbers) + 1)
+        rows.append({"task": f"task_{k}", "definition": definition, "prompt": obj["prompt"],
+                     "target": obj["completion"].replace("<|endoftext|>", "").strip(), "line": line})
+    if not rows:
         raise DataFormatError(path, None, None, "holds no records")
-    return pd.DataFrame({"task": [f"task_{k}" for k in range(1, len(counts) + 1)],
-                         "instruction": list(counts), "instances": list(counts.values())})
+    return pd.DataFrame(rows, columns=["task", "definition", "prompt", "target", "line"])
+
+
+def _superni_from_jsonl(path: Path) -> pd.DataFrame:
+    df = read_superni_jsonl(path)
+    counts = df.groupby("task", sort=False).agg(instruction=("definition", "first"), instances=("line", "size"))
+    return counts.reset_index()[["task", "instruction", "instances"]]
