@@ -39,7 +39,7 @@ test: install
 	$(BIN)/python -m pytest
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not lm and not notebook"
+	$(BIN)/python -m pytest -m "not lm and not notebook and not train"
 
 lint: install
 	$(BIN)/ruff check selfinstruct_utils tests benchmarks

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,23 @@ def test_download_fails_clearly_offline(tmp_path):
                                               r"self-instruct/main/data/seed_tasks\.jsonl .*copy the file by hand"):
         download(tmp_path, files=["self_instruct/seed_tasks.jsonl"], timeout=3, mirror="")
     assert not (tmp_path / "self_instruct" / "seed_tasks.jsonl").exists()
+
+
+def test_cli_passes_the_timeout(tmp_path, capsys):
+    """`--timeout 1` reaches the client: a request the server answers only after 4 s fails, and the message
+    the user reads names that 1 s (without the option the client would wait 120 s and get the answer; with
+    no server at all the exit code would be the same 2, but the message a refused connection)."""
+    from fake_openai import FakeOpenAI
+
+    with FakeOpenAI(default=("slow", 4.0)) as fake:
+        code = main(["run", "--run-dir", str(tmp_path / "run"), "--backend", "server", "--base-url", fake.base_url,
+                     "--model", "m", "--cache-dir", str(tmp_path / "c"), "--no-progress", "--num-instructions", "1",
+                     "--timeout", "1"])
+        sent = len(fake.requests)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert re.search(r"request 0 to model 'm' at .* got no answer within 1 s \(max_tokens=\d+\)", err), err
+    assert sent >= 1
 
 
 @pytest.mark.lm
