@@ -119,7 +119,7 @@ def render_report(datasets: Mapping[str, str | os.PathLike | pd.DataFrame], *, n
     from .analysis.verb_noun import top_verb_noun
     from .runs import read_manifest
 
-    profiles = profile_all(datasets, seed_tasks=seed_tasks, progress=progress)
+    profiles = profile_all(datasets, seed_tasks=seed_tasks, progress=progress, min_size=n)
     result = compare(profiles, n=n, repeats=repeats, seed=seed, progress=progress)
     body = [f"<h1>{html.escape(title)}</h1>",
             "<p>" + ", ".join(f"<b>{html.escape(k)}</b>: {len(p):,} distinct instructions, "

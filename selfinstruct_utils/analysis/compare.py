@@ -48,7 +48,7 @@ def _seed_instructions(seed_tasks) -> list[str]:
 
 
 def profile_all(datasets: Mapping[str, str | os.PathLike | pd.DataFrame | Profile], *, seed_tasks=None, nlp=None,
-                progress: bool = True) -> dict[str, Profile]:
+                progress: bool = True, min_size: int | None = None) -> dict[str, Profile]:
     """Load and profile each dataset once (see :func:`~selfinstruct_utils.analysis.diversity.profile_dataset`).
 
     Args:
@@ -58,11 +58,24 @@ def profile_all(datasets: Mapping[str, str | os.PathLike | pd.DataFrame | Profil
             175 from the data folder).
         nlp: a spaCy pipeline (default: loaded once for all).
         progress: progress bars.
+        min_size: every dataset must hold at least this many distinct instructions, checked after loading
+            and before the (slow) parse.
     Returns:
         name -> Profile, in the order given.
+    Raises:
+        ValueError: no dataset, or one smaller than ``min_size`` (named).
     """
     if not datasets:
         raise ValueError("compare needs at least one dataset")
+    loaded = {name: source if isinstance(source, Profile) or (isinstance(source, pd.DataFrame) and "source" in source.columns)
+              else load_dataset(source, name=name) for name, source in datasets.items()}
+    if min_size is not None:
+        sizes = {k: len(v) if isinstance(v, Profile) else v["instruction"].nunique() for k, v in loaded.items()}
+        small = {k: v for k, v in sizes.items() if v < min_size}
+        if small:
+            raise ValueError(f"n={min_size} exceeds the distinct instructions of "
+                             + ", ".join(f"{k!r} ({v})" for k, v in small.items()))
+    datasets = loaded
     todo = {k: v for k, v in datasets.items() if not isinstance(v, Profile)}
     seeds = _seed_instructions(seed_tasks) if todo else []
     if todo and nlp is None:
@@ -74,8 +87,7 @@ def profile_all(datasets: Mapping[str, str | os.PathLike | pd.DataFrame | Profil
         if isinstance(source, Profile):
             out[name] = source
             continue
-        data = source if isinstance(source, pd.DataFrame) and "source" in source.columns else load_dataset(source, name=name)
-        out[name] = profile_dataset(data, name, seed_instructions=seeds, nlp=nlp, progress=progress)
+        out[name] = profile_dataset(source, name, seed_instructions=seeds, nlp=nlp, progress=progress)
     return out
 
 
@@ -126,7 +138,7 @@ def compare(
         raise ValueError(f"repeats must be at least 1, not {repeats}")
     if not 0 < interval < 1:
         raise ValueError(f"interval must lie in (0, 1), not {interval}")
-    profiles = profile_all(datasets, seed_tasks=seed_tasks, nlp=nlp, progress=progress)
+    profiles = profile_all(datasets, seed_tasks=seed_tasks, nlp=nlp, progress=progress, min_size=n)
     sizes = {name: len(p) for name, p in profiles.items()}
     if n is None:
         n = min(sizes.values())
