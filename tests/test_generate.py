@@ -116,7 +116,16 @@ def test_step1_lag_schedule_ends_the_log_at_the_request_that_reaches_the_target(
     """Lag W = 2: request r sees the decisions of requests <= r - 2. Request 1 reaches the target (3 + 3
     novel candidates for N = 4); request 2 was already sent (it needed request 0 alone): it is answered
     and counted in the usage log, but the request log ends at request 1."""
-    with FakeOpenAI(text=_numbered) as fake:
+    import time
+
+    def latency(body: dict) -> float:
+        """Request 1 is answered only once request 2 arrived (sent when request 0 was decided)."""
+        deadline = time.monotonic() + 30
+        while body["seed"] == request_seed(42, 1) and len(fake.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return 0.0
+
+    with FakeOpenAI(text=_numbered, latency=latency) as fake:
         client = LMClient("m", base_url=fake.base_url, api_key="k")
         run = RunDir(tmp_path / "run")
         res = generate_instructions(client, seeds, run, num_instructions=4, request_batch_size=2, progress=False)
