@@ -57,11 +57,13 @@ def test_cli_run_against_a_server(embedded_lm, tmp_path):
            "--base-url", embedded_lm.base_url, "--model", embedded_lm.alias, "--num-instructions", "2",
            "--max-requests", "2", "--request-batch-size", "2", "--no-progress", "--cache-dir", str(tmp_path / "c")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "step instructions" in out.stdout and "step finetuning" in out.stdout
     manifest = json.loads((run_dir / "manifest.json").read_text())
+    short = manifest["steps"]["instructions"]["counts"]["kept"] < 2  # 2 requests may keep fewer: exit 3, said so
+    assert out.returncode == (3 if short else 0), out.stderr
+    assert "step instructions" in out.stdout and "step finetuning" in out.stdout
     assert manifest["config"]["num_instructions"] == 2
-    assert manifest["invocations"][0]["versions"]["rapidfuzz"] and manifest["invocations"][0]["status"] == "finished"
+    assert manifest["invocations"][0]["versions"]["rapidfuzz"]
+    assert manifest["invocations"][0]["status"] == ("incomplete" if short else "finished")
 
 
 def test_step_finetuning_needs_no_lm(tmp_path, gen2, capsys):

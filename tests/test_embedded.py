@@ -61,7 +61,9 @@ def test_tiny_run_of_all_four_steps_then_cache_hit(embedded_lm, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert set(manifest["steps"]) == {"instructions", "classification", "instances", "finetuning"}
     assert manifest["seed"] == 42 and manifest["n_seed_tasks"] == 175
-    assert manifest["steps"]["instructions"]["usage"]["requests"] == len(requests)
+    # with the lag schedule (W = 2) one request may still be in flight when the target is reached:
+    # answered and counted in the usage log, not decided
+    assert len(requests) <= manifest["steps"]["instructions"]["usage"]["requests"] <= len(requests) + 1
     assert "step instructions" in format_summary(run_dir)
 
     # Re-run from scratch in a new directory with the same cache: no request reaches the server,
@@ -150,8 +152,10 @@ def test_another_gguf_never_gets_the_first_ggufs_answers(tmp_path):
     def run(name: str, *extra: str) -> dict:
         out = subprocess.run([sys.executable, "-m", "selfinstruct_utils.cli", *common, "--run-dir", str(tmp_path / name), *extra],
                              capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr
-        return json.loads((tmp_path / name / "manifest.json").read_text())
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        short = manifest["steps"]["instructions"]["counts"]["kept"] < 2  # 2 requests may keep fewer: exit 3
+        assert out.returncode == (3 if short else 0), out.stderr
+        return manifest
 
     first, second, again = run("a"), run("b", "--gguf", str(other)), run("c")
     assert first["lm"]["identity"] != second["lm"]["identity"]
