@@ -177,6 +177,7 @@ def evaluate_user_oriented(model, tokenizer, *, name: str, out_dir: str | os.Pat
     if not name or not all(c.isalnum() or c in "-_." for c in name):
         raise ValueError(f"model name {name!r}: use letters, digits, '-', '_' or '.'")
     from .data import user_oriented_path
+    from .tune import _write_json
 
     tasks_path = Path(tasks_path) if tasks_path is not None else user_oriented_path()
     df = user_oriented_tasks(tasks_path, tasks)
@@ -191,7 +192,7 @@ def evaluate_user_oriented(model, tokenizer, *, name: str, out_dir: str | os.Pat
             "batch_size": batch_size, "chat": chat, "decoding": "greedy", "prompt_tokens": stats.prompt_tokens,
             "new_tokens": stats.new_tokens, "seconds": round(stats.seconds, 2),
             "tokens_per_second": round(stats.tokens_per_second, 2), "packages": package_versions()}
-    (out / f"{name}_predictions.meta.json").write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
+    _write_json(out / f"{name}_predictions.meta.json", meta)  # atomic: a kill never leaves half a meta file
     return load_predictions(out, tasks_path, models=[name])
 
 

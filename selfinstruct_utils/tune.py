@@ -449,7 +449,7 @@ def tune(
     loaded = _load(source_dir, identity, device=device)
     manifest.update({"identity": wanted, "base": loaded.identity, "data": data_info, "config": config.to_dict(),
                      "packages": package_versions(), "complete": False})
-    _write_manifest(manifest_path, manifest)
+    _write_json(manifest_path, manifest)
 
     rows = [_chat_record(r) for r in records] if config.chat else [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
     dataset = Dataset.from_list(rows)
@@ -508,15 +508,20 @@ def tune(
     manifest["totals"] = {"seconds": round(total_seconds, 2), "tokens": tokens,
                           "tokens_per_second": round(tokens / total_seconds, 1) if total_seconds else None}
     manifest["log_history"] = state.log_history
-    _write_manifest(manifest_path, manifest)
+    _write_json(manifest_path, manifest)
     trainer.model.eval()
     return TuneResult(out, adapter, manifest, list(state.log_history), trainer.model, loaded.tokenizer)
 
 
-def _write_manifest(path: Path, manifest: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+def _write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` as JSON, replacing ``path`` atomically (a temporary file beside it, then a rename), so
+    a kill never leaves half a file. Used for the tuning manifest and the predictions' meta files."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_tuned(path: str | os.PathLike, *, device: str = "auto", merge: bool = False) -> BaseModel:
