@@ -230,12 +230,6 @@ def test_timeout_is_derived_from_max_tokens_and_a_timeout_is_not_retried_into_a_
         assert flaky.complete(["x"], SamplingParams())[0].text == " Yes" and len(fake.requests) == 3
 
 
-def test_cli_passes_the_timeout(tmp_path):
-    with FakeOpenAI(text=_numbered, default=("slow", 1.5)) as fake:
-        code = main(_cli(tmp_path / "run", fake.base_url, tmp_path / "c", "--num-instructions", "1", "--timeout", "0.3"))
-    assert code == 2
-
-
 # --- 14. smaller ------------------------------------------------------------------------------------------------
 def test_the_lm_rater_reads_grades_not_articles():
     from selfinstruct_utils.parse import parse_rating
