@@ -24,6 +24,39 @@ def gen2(data) -> Path:
     return data / "generated" / "maulikmadhavi__self-instruct" / "gpt3_generations2"
 
 
+def kit_run_from_original(gen2: Path, folder: Path) -> Path:
+    """A run directory of the kit holding the original GPT-3 run's steps 1-3 (then step 4 by the kit)."""
+    from selfinstruct_utils.analysis.datasets import original_step3_records
+    from selfinstruct_utils.finetune import build_finetuning_data
+    from selfinstruct_utils.records import write_jsonl
+    from selfinstruct_utils.runs import RunDir
+
+    run = RunDir(folder)
+    recs = original_step3_records(gen2)
+    write_jsonl(run.file("instructions"), ({"instruction": r["instruction"]} for r in recs))
+    write_jsonl(run.file("classification"), ({"instruction": r["instruction"], "is_classification": r["is_classification"]}
+                                             for r in recs))
+    write_jsonl(run.file("instances"), recs)
+    build_finetuning_data(run)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_instructions(data) -> list[str]:
+    """Every real instruction in the shared data: seeds, user-oriented, and the generated runs."""
+    import json
+
+    texts = []
+    for path in [data / "self_instruct" / "seed_tasks.jsonl", data / "self_instruct" / "human_eval" / "user_oriented_instructions.jsonl"]:
+        texts += [json.loads(line)["instruction"] for line in open(path, encoding="utf-8")]
+    gen = data / "generated"
+    for path in (gen / "maulikmadhavi__self-instruct").rglob("machine_generated_instructions.jsonl"):
+        texts += [json.loads(line)["instruction"] for line in open(path, encoding="utf-8")]
+    for path in gen.rglob("*.json"):
+        texts += [r["instruction"] for r in json.load(open(path, encoding="utf-8"))]
+    return texts
+
+
 @pytest.fixture(scope="session")
 def embedded_lm(tmp_path_factory):
     """The real embedded llama.cpp server (SmolLM2-135M-Instruct), started once per test session."""

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, kit_run_from_original
 
 NOTEBOOKS = PROJECT / "notebooks"
 pytestmark = pytest.mark.notebook
@@ -126,28 +126,11 @@ def test_02_to_04_pipeline_notebooks(nb_env):
     assert all(i["status"] == "finished" for i in manifest["invocations"])
 
 
-def _kit_run_from_the_original(gen2, folder: Path) -> Path:
-    """A run directory of the kit holding the original GPT-3 run's steps 1-3 (then step 4 by the kit)."""
-    from selfinstruct_utils.analysis.datasets import original_step3_records
-    from selfinstruct_utils.finetune import build_finetuning_data
-    from selfinstruct_utils.records import write_jsonl
-    from selfinstruct_utils.runs import RunDir
-
-    run = RunDir(folder)
-    recs = original_step3_records(gen2)
-    write_jsonl(run.file("instructions"), ({"instruction": r["instruction"]} for r in recs))
-    write_jsonl(run.file("classification"), ({"instruction": r["instruction"], "is_classification": r["is_classification"]}
-                                             for r in recs))
-    write_jsonl(run.file("instances"), recs)
-    build_finetuning_data(run)
-    return folder
-
-
 GPT3 = "gpt_3_run__original_code"
 
 
 def test_05_dataset_statistics(nb_env, gen2):
-    run_dir = _kit_run_from_the_original(gen2, nb_env["root"] / "kit-run")
+    run_dir = kit_run_from_original(gen2, nb_env["root"] / "kit-run")
     out = run_notebook("05_dataset_statistics", nb_env["root"], FIGURES_DIR=nb_env["lm"]["FIGURES_DIR"], RUN_DIR=str(run_dir))
     text = out.read_text()
     assert "paper (52K, Table 1)" in text and "this kit's run" in text and "52,445" in text
@@ -445,3 +428,20 @@ def test_01_in_jupyterlab_shows_its_figure_inline(tmp_path, data):
         except subprocess.TimeoutExpired:
             lab.kill()
         log.close()
+
+
+def test_11_comparing_datasets(tmp_path, gen2):
+    run = kit_run_from_original(gen2, tmp_path / "kit-run")
+    figures = tmp_path / "figures"
+    text = run_notebook("11_comparing_datasets", tmp_path, RUN_DIR=str(run), N=40, REPEATS=3, N_LARGE=1000, FIGURES_DIR=str(figures)).read_text()
+    assert "this kit&#x27;s run (n=40)" in text or "this kit's run (n=40)" in text
+    assert "Code Alpaca 2K (n=40)" in text and "paper (published, 52K)" in text
+    assert "Embedding-based measures are left out" in text
+    assert "not in the data folder (left out): Alpaca 52K" in text
+    assert sorted(p.name for p in figures.glob("11_*.png")) == ["11_size_matched_all.png", "11_size_matched_large.png"]
+
+
+def test_11_without_a_run_says_so(tmp_path):
+    text = run_notebook("11_comparing_datasets", tmp_path, RUN_DIR=str(tmp_path / "absent"), N=30, REPEATS=2, N_LARGE=10**6,
+                FIGURES_DIR=str(tmp_path / "figures")).read_text()
+    assert "no run of the kit at" in text and "comparison is skipped" in text

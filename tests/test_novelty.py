@@ -19,18 +19,6 @@ def ref(target: str, prediction: str) -> float:
     return SCORER.score(target, prediction)["rougeL"].fmeasure
 
 
-@pytest.fixture(scope="module")
-def real_instructions(data) -> list[str]:
-    """Every real instruction in the shared data: seeds, user-oriented, and the generated runs."""
-    texts = []
-    for path in [data / "self_instruct" / "seed_tasks.jsonl", data / "self_instruct" / "human_eval" / "user_oriented_instructions.jsonl"]:
-        texts += [json.loads(line)["instruction"] for line in open(path, encoding="utf-8")]
-    gen = data / "generated"
-    for path in (gen / "maulikmadhavi__self-instruct").rglob("machine_generated_instructions.jsonl"):
-        texts += [json.loads(line)["instruction"] for line in open(path, encoding="utf-8")]
-    for path in gen.rglob("*.json"):
-        texts += [r["instruction"] for r in json.load(open(path, encoding="utf-8"))]
-    return texts
 
 
 @pytest.fixture(scope="module")

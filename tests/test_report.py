@@ -14,6 +14,8 @@ pytest.importorskip("spacy")
 pytest.importorskip("datasketch")
 pytest.importorskip("lexicalrichness")
 
+from conftest import kit_run_from_original  # noqa: E402
+
 from selfinstruct_utils.cli import main  # noqa: E402
 
 REGEN = "generated/minpeter__stanford_alpaca_regen/regen.json"
@@ -21,18 +23,9 @@ REGEN = "generated/minpeter__stanford_alpaca_regen/regen.json"
 
 def _kit_run(gen2, folder: Path) -> Path:
     """A kit run directory from the original GPT-3 run's steps 1-3 (step 4 by the kit), with a manifest."""
-    from selfinstruct_utils.analysis.datasets import original_step3_records
     from selfinstruct_utils.finetune import build_finetuning_data
-    from selfinstruct_utils.records import write_jsonl
-    from selfinstruct_utils.runs import RunDir
 
-    run = RunDir(folder)
-    recs = original_step3_records(gen2)
-    write_jsonl(run.file("instructions"), ({"instruction": r["instruction"]} for r in recs))
-    write_jsonl(run.file("classification"), ({"instruction": r["instruction"], "is_classification": r["is_classification"]}
-                                             for r in recs))
-    write_jsonl(run.file("instances"), recs)
-    result = build_finetuning_data(run)
+    result = build_finetuning_data(kit_run_from_original(gen2, folder))
     manifest = {"lm": {"model": "davinci", "identity": "openai:davinci"}, "config": {"seed": 42, "num_instructions": 67},
                 "steps": {"finetuning": {"counts": result.counts, "rejections": dict(result.rejections),
                                          "seconds": result.seconds},
