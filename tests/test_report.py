@@ -24,8 +24,9 @@ REGEN = "generated/minpeter__stanford_alpaca_regen/regen.json"
 def _kit_run(gen2, folder: Path) -> Path:
     """A kit run directory from the original GPT-3 run's steps 1-3 (step 4 by the kit), with a manifest."""
     from selfinstruct_utils.finetune import build_finetuning_data
+    from selfinstruct_utils.runs import RunDir
 
-    result = build_finetuning_data(kit_run_from_original(gen2, folder))
+    result = build_finetuning_data(RunDir(kit_run_from_original(gen2, folder)))  # step 4 again: its counts
     manifest = {"lm": {"model": "davinci", "identity": "openai:davinci"}, "config": {"seed": 42, "num_instructions": 67},
                 "steps": {"finetuning": {"counts": result.counts, "rejections": dict(result.rejections),
                                          "seconds": result.seconds},
