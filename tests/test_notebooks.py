@@ -118,7 +118,8 @@ def test_02_to_04_pipeline_notebooks(nb_env):
     # the notebooks recorded the run through the CLI's code path: a full manifest, not "model: None"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["num_instructions"] == 4 and manifest["config"]["seed"] == 42
-    assert manifest["lm"]["identity"] == f"server:{nb_env['lm']['BASE_URL']}#{nb_env['lm']['MODEL']}"
+    assert re.fullmatch(re.escape(f"server:{nb_env['lm']['BASE_URL']}#{nb_env['lm']['MODEL']}#fp:") + "[0-9a-f]{16}",
+                        manifest["lm"]["identity"])  # the server's weights fingerprint ends the identity
     assert set(manifest["steps"]) == {"instructions", "classification", "instances", "finetuning"}
     usage = [manifest["steps"][s]["usage"] for s in ("instructions", "classification", "instances")]
     assert all(u["requests"] + u["cache_hits"] > 0 for u in usage)
