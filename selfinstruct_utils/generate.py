@@ -35,6 +35,8 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -56,6 +58,12 @@ __all__ = [
     "classify_instructions",
     "generate_instances",
     "SCHEDULERS",
+    "Step",
+    "StepContext",
+    "MapStep",
+    "render_prompt",
+    "CLASSIFICATION",
+    "INSTANCES",
 ]
 
 #: Step 1's schedules. "lag" (runs started by this version): request r sees the decisions of requests
@@ -494,14 +502,15 @@ def step_seed(seed: int, step: str, idx: int) -> int:
     return request_seed(seed, f"{step}:{idx}")  # type: ignore[arg-type]
 
 
-def _resume_map(run: RunDir, key: str, instructions: Sequence[str]) -> list[dict]:
-    """Records already in a step file, checked to be a prefix of the work list."""
-    run.truncate_to_complete_lines(key)
-    done = run.read(key)
+def _resume_map(run: RunDir, output: str, instructions: Sequence[str], echo: str = "instruction") -> list[dict]:
+    """Records already in a step file, checked to be a prefix of the work list (each record's ``echo``
+    field holds its input's instruction)."""
+    run.truncate_to_complete_lines(output)
+    done = run.read(output)
     for k, rec in enumerate(done):
-        if k >= len(instructions) or rec.get("instruction") != instructions[k]:
+        if k >= len(instructions) or rec.get(echo) != instructions[k]:
             raise RuntimeError(
-                f"{run.file(key)}:{k + 1}: holds {rec.get('instruction')!r}, but the step's input has "
+                f"{run.file(output)}:{k + 1}: holds {rec.get(echo)!r}, but the step's input has "
                 f"{instructions[k] if k < len(instructions) else 'no more instructions'!r} there; "
                 "the input changed since the last run: use a new run directory"
             )
@@ -521,19 +530,23 @@ def _map_step(
     concurrency: int | None,
     progress: bool,
     seed: int | None = None,
+    output: str | None = None,
+    echo: str = "instruction",
 ) -> list[dict]:
     """One LM request per instruction, resumed after the records the step file already holds, with up
     to ``concurrency`` (default: the client's ``max_concurrency``) in flight continuously. Answers are
     buffered and the longest ready prefix is written, so records reach the file in input order; answers
-    that arrive ahead of a slow one wait (at most ``8 x concurrency`` ahead). Returns all records."""
-    done = _resume_map(run, key, instructions)
+    that arrive ahead of a slow one wait (at most ``8 x concurrency`` ahead). ``key`` names the step (usage
+    log, per-request seeds); ``output`` is its file (default: ``key``). Returns all records."""
+    output = output or key
+    done = _resume_map(run, output, instructions, echo)
     window = concurrency or getattr(client, "max_concurrency", 1)
     n = len(instructions)
     state = {"send": len(done)}
     ready: dict[int, Completion] = {}
     bar = _bar(n, desc, progress, initial=len(done))
     round_client = _round_client(client)
-    with run.writer(key) as out:
+    with run.writer(output) as out:
 
         def next_job() -> _Job | None:
             k = state["send"]
@@ -553,6 +566,166 @@ def _map_step(
         _run_jobs(client, run, key, params, next_job, deliver, window)
     bar.close()
     return done
+
+
+# --- The step protocol ---------------------------------------------------------------------------------------
+@dataclass
+class StepContext:
+    """What every step of a run sees (built once per invocation by
+    :func:`~selfinstruct_utils.pipeline.run_pipeline`).
+
+    Attributes:
+        client: the LM (None when no step of this invocation needs one).
+        run: the run directory.
+        config: the run's :class:`~selfinstruct_utils.pipeline.PipelineConfig`.
+        templates: the run's prompt set.
+        seed_tasks: the human-written seed tasks.
+        request_seed: the run seed when requests carry their own sampling seed (:func:`step_seed`), else None.
+        progress: progress bars.
+    """
+
+    client: LMClient | None
+    run: RunDir
+    config: Any
+    templates: TemplateSet = KIT_TEMPLATES
+    seed_tasks: Sequence[SeedTask] = ()
+    request_seed: int | None = None
+    progress: bool = True
+
+    def params(self, step: Step) -> SamplingParams:
+        """The step's sampling parameters: the configuration's (``config.params[step.name]``), else the step's own."""
+        params = getattr(self.config, "params", None) or {}
+        return params.get(step.name, step.params)
+
+
+class Step:
+    """One step of the pipeline: the protocol every step follows.
+
+    Attributes:
+        name: the step's name (``run_pipeline(steps=...)``, the manifest's ``steps``, the usage log,
+            ``config.params``, per-request seeds).
+        output: the file its records go to: a :data:`~selfinstruct_utils.runs.FILES` key or a file name in
+            the run directory. The next step in the pipeline reads it.
+        params: default sampling parameters (None: the step sends no LM request).
+        template: the step's prompt: a role of the run's template set (str), a template of its own (an
+            object with ``render(instruction)``; its hash goes into the manifest under the step's name), or
+            a function ``(TemplateSet, record) -> str``; None for a step without prompts of this kind.
+        takes_input: the pipeline passes the previous step's records to :meth:`run`.
+
+    A step is resumable: :meth:`run` continues from what ``output`` already holds, so a killed run and
+    its resume write the same files as one uninterrupted run.
+    """
+
+    name: str = ""
+    output: str = ""
+    params: SamplingParams | None = None
+    template: Any = None
+    takes_input: bool = True
+
+    @property
+    def uses_lm(self) -> bool:
+        return self.params is not None
+
+    def run(self, ctx: StepContext, inputs: list[dict]) -> StepResult:
+        """Do (or continue) the step.
+
+        Args:
+            ctx: the run's context.
+            inputs: the previous step's records (empty when ``takes_input`` is False or it is the first step).
+        Returns:
+            Counts and rejections over the whole run directory.
+        """
+        raise NotImplementedError
+
+    def record(self, ctx: StepContext, result: StepResult) -> None:
+        """Record the step's result in the manifest (:meth:`RunDir.record_step`)."""
+        ctx.run.record_step(self.name, result, lm=self.uses_lm)
+
+
+def render_prompt(template: Any, templates: TemplateSet, record: dict) -> str:
+    """A map step's prompt for one input record (see :attr:`Step.template`)."""
+    if isinstance(template, str):
+        return templates.prompt(template).render(record["instruction"])
+    if hasattr(template, "render"):
+        return template.render(record["instruction"])
+    return template(templates, record)
+
+
+@dataclass(frozen=True)
+class MapStep(Step):
+    """A step that sends one LM request per input record and writes one record per answer, in input
+    order (steps 2 and 3; any step of that shape, e.g. one that rewrites each instruction).
+
+    Attributes:
+        name, output, params, template: as :class:`Step`.
+        parse: ``(input record, Completion) -> output record``; must never raise on LM text
+            (:mod:`selfinstruct_utils.parse`). By convention the output carries the input's fields on, so
+            later steps find theirs (step 3 reads ``instruction`` and ``is_classification``).
+        summarize: ``records -> StepResult`` (counts and rejections over all records; default: ``records``).
+        echo: the output record's field holding the input's instruction (checked on resume: a changed
+            input is refused); a step that changes ``instruction`` keeps the original under another name.
+        desc: the progress bar's label (default: "step <name>").
+    """
+
+    name: str = ""
+    output: str = ""
+    params: SamplingParams | None = None
+    template: Any = None
+    parse: Callable[[dict, Completion], dict] | None = None
+    summarize: Callable[[list[dict]], StepResult] | None = None
+    echo: str = "instruction"
+    desc: str | None = None
+
+    def map(self, client: LMClient, run: RunDir, inputs: Sequence[dict], *, params: SamplingParams | None = None,
+            templates: TemplateSet = KIT_TEMPLATES, concurrency: int | None = None, progress: bool = True,
+            seed: int | None = None) -> StepResult:
+        """Send (or resume) the step's requests for ``inputs`` and write its records.
+
+        Args:
+            params: sampling parameters (default: the step's).
+            templates: the prompt set (a role of :attr:`template` is looked up in it).
+            concurrency: requests in flight (default: the client's ``max_concurrency``).
+            seed: the run seed; given, each request carries its own sampling seed (:func:`step_seed`).
+        Returns:
+            :attr:`summarize` of all the step's records, with this call's wall time.
+        Raises:
+            RuntimeError: the file holds records of other inputs. LMRequestError: a request failed after its
+                retries (every record written before stays).
+        """
+        start = time.perf_counter()
+        inputs = list(inputs)
+        done = _map_step(client, run, self.name, [r["instruction"] for r in inputs],
+                         lambda k: render_prompt(self.template, templates, inputs[k]),
+                         lambda k, comp: self.parse(inputs[k], comp), params or self.params,
+                         desc=self.desc or f"step {self.name}", concurrency=concurrency, progress=progress,
+                         seed=seed, output=self.output, echo=self.echo)
+        result = self.summarize(done) if self.summarize else StepResult(counts={"records": len(done)})
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def run(self, ctx: StepContext, inputs: list[dict]) -> StepResult:
+        return self.map(ctx.client, ctx.run, inputs, params=ctx.params(self), templates=ctx.templates,
+                        progress=ctx.progress, seed=ctx.request_seed)
+
+
+# --- Step 2 --------------------------------------------------------------------------------------------------
+def _classification_record(task: dict, comp: Completion) -> dict:
+    answer = parse_is_classification(comp.text)
+    return {"instruction": task["instruction"], "is_classification": bool(answer), "raw": comp.text,
+            "parsed": answer is not None}
+
+
+def _classification_summary(done: list[dict]) -> StepResult:
+    rejections = Counter(unparseable_answer=sum(1 for r in done if not r["parsed"]))
+    n_clf = sum(1 for r in done if r["is_classification"])
+    return StepResult(counts={"classified": len(done), "classification": n_clf, "generation": len(done) - n_clf},
+                      rejections=+rejections)
+
+
+#: Step 2 (paper Table 7): is each instruction a classification task?
+CLASSIFICATION = MapStep("classification", "classification", TABLE4["classification"],
+                         template="classification", parse=_classification_record,
+                         summarize=_classification_summary, desc="step 2: classification")
 
 
 def classify_instructions(
@@ -580,24 +753,28 @@ def classify_instructions(
     Returns:
         counts ``classified``, ``classification``, ``generation``; rejections ``unparseable_answer``.
     """
-    start = time.perf_counter()
-    instructions = list(instructions)
+    return CLASSIFICATION.map(client, run, [{"instruction": i} for i in instructions], params=params,
+                              templates=templates, concurrency=concurrency or batch_size, progress=progress, seed=seed)
 
-    def record(k: int, comp) -> dict:
-        answer = parse_is_classification(comp.text)
-        return {"instruction": instructions[k], "is_classification": bool(answer), "raw": comp.text,
-                "parsed": answer is not None}
 
-    done = _map_step(client, run, "classification", instructions, lambda k: templates.classification_prompt(instructions[k]),
-                     record, params, desc="step 2: classification", concurrency=concurrency or batch_size,
-                     progress=progress, seed=seed)
-    rejections = Counter(unparseable_answer=sum(1 for r in done if not r["parsed"]))
-    n_clf = sum(1 for r in done if r["is_classification"])
-    return StepResult(
-        counts={"classified": len(done), "classification": n_clf, "generation": len(done) - n_clf},
-        rejections=+rejections,
-        seconds=time.perf_counter() - start,
-    )
+# --- Step 3 --------------------------------------------------------------------------------------------------
+def _instance_record(task: dict, comp: Completion) -> dict:
+    return {"instruction": task["instruction"], "is_classification": task["is_classification"],
+            "raw_instances": comp.text, "finish_reason": comp.finish_reason}
+
+
+def _instance_summary(done: list[dict]) -> StepResult:
+    return StepResult(counts={
+        "tasks": len(done),
+        "truncated": sum(1 for r in done if r["finish_reason"] == "length"),
+        "empty": sum(1 for r in done if not r["raw_instances"].strip()),
+    })
+
+
+#: Step 3 (paper Table 8): output-first for classification tasks, input-first otherwise.
+INSTANCES = MapStep("instances", "instances", TABLE4["instances"],
+                    template=lambda t, task: t.instance_prompt(task["instruction"], task["is_classification"]),
+                    parse=_instance_record, summarize=_instance_summary, desc="step 3: instances")
 
 
 def generate_instances(
@@ -627,21 +804,5 @@ def generate_instances(
     Returns:
         counts ``tasks``, ``truncated`` (finish_reason "length"), ``empty`` (no text).
     """
-    start = time.perf_counter()
-    tasks = list(tasks)
-
-    def record(k: int, comp) -> dict:
-        return {"instruction": tasks[k][0], "is_classification": tasks[k][1], "raw_instances": comp.text,
-                "finish_reason": comp.finish_reason}
-
-    done = _map_step(client, run, "instances", [t[0] for t in tasks], lambda k: templates.instance_prompt(*tasks[k]),
-                     record, params, desc="step 3: instances", concurrency=concurrency or batch_size,
-                     progress=progress, seed=seed)
-    return StepResult(
-        counts={
-            "tasks": len(done),
-            "truncated": sum(1 for r in done if r["finish_reason"] == "length"),
-            "empty": sum(1 for r in done if not r["raw_instances"].strip()),
-        },
-        seconds=time.perf_counter() - start,
-    )
+    return INSTANCES.map(client, run, [{"instruction": i, "is_classification": c} for i, c in tasks], params=params,
+                         templates=templates, concurrency=concurrency or batch_size, progress=progress, seed=seed)

@@ -3,19 +3,34 @@
 The CLI and the notebooks both call :func:`run_pipeline` (a notebook passes ``steps=("instructions",)``
 and so on), so their manifests hold the same fields: configuration, model identity, templates,
 seed file, per-step counts, rejections and LM usage over every invocation.
+
+The steps are one ordered list, :data:`PIPELINE`, of :class:`~selfinstruct_utils.generate.Step` objects
+(name, output file, sampling parameters, template, ``run(ctx, inputs) -> StepResult``); each step reads the
+records of the step before it. A new step is a template, a parser and a step in that list, e.g. a step that
+rephrases each instruction between steps 1 and 2::
+
+    REWRITE = MapStep("rewrite", "rewritten_instructions.jsonl", SamplingParams(max_tokens=64, stop=("\n",)),
+                      template=REPHRASE, parse=lambda rec, comp: {**rec, "instruction": comp.text.strip(),
+                                                                   "original_instruction": rec["instruction"]},
+                      echo="original_instruction")
+    run_pipeline(client, "runs/x", pipeline=insert_step(PIPELINE, REWRITE, after="instructions"))
+
+Its sampling parameters and its template's hash go into the manifest's configuration, and it resumes
+like the others (tests/test_step_protocol.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from . import templates
 from .data import seed_tasks_path
 from .finetune import build_finetuning_data
-from .generate import classify_instructions, generate_instances, generate_instructions
+from .generate import CLASSIFICATION, INSTANCES, MapStep, Step, StepContext, generate_instructions
 from .llm import TABLE4, LMClient, SamplingParams
 from .records import SeedTask, load_seed_tasks
 from .runs import (
@@ -29,9 +44,8 @@ from .runs import (
     stored_config,
 )
 
-__all__ = ["STEPS", "EXIT_INCOMPLETE", "PipelineConfig", "check_resumable", "run_pipeline", "format_summary"]
-
-STEPS = ("instructions", "classification", "instances", "finetuning")
+__all__ = ["PIPELINE", "STEPS", "EXIT_INCOMPLETE", "PipelineConfig", "Step", "MapStep", "StepContext",
+           "insert_step", "default_params", "check_resumable", "run_pipeline", "format_summary"]
 #: The CLI's exit status when a run ended short of its target (step 1's request budget ran out).
 EXIT_INCOMPLETE = 3
 
@@ -56,7 +70,8 @@ class PipelineConfig:
         template_set: the prompt set of steps 1-3: "kit" (the kit's own few-shot examples) or "released"
             (the original code's, fetched on demand; see :mod:`selfinstruct_utils.released`). The
             manifest records the name and each template's hash.
-        params: sampling parameters per step (default: paper Table 4).
+        params: sampling parameters per step (default: each step's own, :func:`default_params`: paper
+            Table 4 for steps 1-3).
         scheduler: step 1's schedule (:data:`~selfinstruct_utils.generate.SCHEDULERS`): "lag" (new runs;
             request r sees the decisions of requests <= r - W, W = ``request_batch_size``, W in flight
             continuously; steps 2-3 send a per-request seed) or "batch" (runs started before it existed:
@@ -78,7 +93,7 @@ class PipelineConfig:
     include_seed_tasks: bool = False
     template_set: str = "kit"
     scheduler: str = "lag"
-    params: dict[str, SamplingParams] = field(default_factory=lambda: dict(TABLE4))
+    params: dict[str, SamplingParams] = field(default_factory=lambda: default_params())
 
     #: Fields a resumed run may change: a larger target or budget continues the same run. (The template
     #: set's name is not compared: its templates' hashes are, under ``templates``.)
@@ -121,7 +136,7 @@ class PipelineConfig:
         """The inverse of :meth:`to_dict` (unknown keys are ignored)."""
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in data.items() if k in names and k != "params"}
-        params = dict(TABLE4)
+        params = default_params()
         for step, p in (data.get("params") or {}).items():
             known = {f.name for f in fields(SamplingParams)}
             params[step] = SamplingParams(**{k: (tuple(v) if k == "stop" else v) for k, v in p.items() if k in known})
@@ -132,12 +147,110 @@ class PipelineConfig:
     def demo(cls, **overrides: Any) -> PipelineConfig:
         """Small settings for the embedded 135M model on 2 cores: shorter completions than Table 4
         (instructions 160 tokens, instances 160), everything else as the paper."""
-        params = dict(TABLE4)
+        params = default_params()
         params["instructions"] = params["instructions"].replace(max_tokens=160)
         params["instances"] = params["instances"].replace(max_tokens=160)
         base = dict(num_instructions=30, request_batch_size=4, params=params)
         base.update(overrides)
         return cls(**base)
+
+
+class InstructionStep(Step):
+    """Step 1 (paper Sec. 2.2, Table 6): :func:`~selfinstruct_utils.generate.generate_instructions` with the
+    run's configuration; it starts from the seed tasks and records a shortfall when its request budget ran out."""
+
+    name = "instructions"
+    output = "instructions"
+    params = TABLE4["instructions"]
+    template = None  # the template set's "instructions" / "classification_instructions", via build_prompts
+    takes_input = False
+
+    def run(self, ctx: StepContext, inputs: list[dict]) -> StepResult:
+        config = ctx.config
+        return generate_instructions(
+            ctx.client, ctx.seed_tasks, ctx.run,
+            num_instructions=config.num_instructions,
+            num_prompt_instructions=config.num_prompt_instructions,
+            num_machine_instructions=config.num_machine_instructions,
+            request_batch_size=config.request_batch_size,
+            max_requests=config.max_requests,
+            rouge_threshold=config.rouge_threshold,
+            rouge_comparison=config.rouge_comparison,
+            exact_num_instructions=config.exact_num_instructions,
+            params=ctx.params(self),
+            seed=config.seed,
+            classification_only=config.classification_only,
+            templates=ctx.templates,
+            progress=ctx.progress,
+            scheduler=config.scheduler,
+        )
+
+    def record(self, ctx: StepContext, result: StepResult) -> None:
+        super().record(ctx, result)
+        config, counts = ctx.config, result.counts
+        budget = config.max_requests if config.max_requests is not None else 20 + 4 * config.num_instructions
+        ctx.run.set_shortfall(self.name, None if counts["kept"] >= config.num_instructions else {
+            "target": config.num_instructions, "kept": counts["kept"], "requests": counts["requests"],
+            "max_requests": budget,
+            "why": "the request budget ran out (raise --max-requests and run again to continue)",
+        })
+
+
+class FinetuningStep(Step):
+    """Step 4 (paper Sec. 2.2-2.3): :func:`~selfinstruct_utils.finetune.build_finetuning_data` (no LM). It
+    reads step 3's file itself."""
+
+    name = "finetuning"
+    output = "finetuning_dir"
+    takes_input = False
+
+    def run(self, ctx: StepContext, inputs: list[dict]) -> StepResult:
+        config = ctx.config
+        return build_finetuning_data(
+            ctx.run, seed=config.seed, max_instances_per_task=config.max_instances_per_task,
+            seed_tasks=ctx.seed_tasks if config.include_seed_tasks else None,
+        )
+
+
+#: THE ordered list of steps: :func:`run_pipeline` runs these, in this order, each reading the records of
+#: the one before it. Another pipeline is another list (:func:`insert_step`), passed as ``pipeline=``.
+PIPELINE: tuple[Step, ...] = (InstructionStep(), CLASSIFICATION, INSTANCES, FinetuningStep())
+#: The steps' names, in order.
+STEPS = tuple(step.name for step in PIPELINE)
+
+
+def insert_step(pipeline: Sequence[Step], step: Step, *, after: str) -> tuple[Step, ...]:
+    """A copy of ``pipeline`` with ``step`` right after the step named ``after``.
+
+    Raises:
+        ValueError: no step is named ``after``, or one is already named like ``step``.
+    """
+    names = [s.name for s in pipeline]
+    if after not in names:
+        raise ValueError(f"no step {after!r} in the pipeline; it has {names}")
+    if step.name in names:
+        raise ValueError(f"the pipeline has a step {step.name!r} already")
+    k = names.index(after) + 1
+    return (*pipeline[:k], step, *pipeline[k:])
+
+
+def default_params(pipeline: Sequence[Step] | None = None) -> dict[str, SamplingParams]:
+    """Each LM step's own sampling parameters, by step name (the default pipeline: paper Table 4)."""
+    return {step.name: step.params for step in (PIPELINE if pipeline is None else pipeline) if step.uses_lm}
+
+
+def _check_pipeline(pipeline: Sequence[Step]) -> None:
+    names = [s.name for s in pipeline]
+    outputs = [s.output for s in pipeline]
+    if len(set(names)) != len(names) or len(set(outputs)) != len(outputs) or not all(names):
+        raise ValueError(f"each step of a pipeline needs its own name and output file: {list(zip(names, outputs, strict=True))}")
+
+
+def _with_step_params(config: PipelineConfig, pipeline: Sequence[Step]) -> PipelineConfig:
+    """The configuration with the parameters of every LM step it does not name yet (a step added to the
+    pipeline records its own in the manifest). The same object when nothing is missing."""
+    missing = {name: p for name, p in default_params(pipeline).items() if name not in config.params}
+    return replace(config, params={**config.params, **missing}) if missing else config
 
 
 def _sha256(path: Path) -> str:
@@ -155,12 +268,16 @@ def template_set_of(config: PipelineConfig) -> templates.TemplateSet:
     return template_set(config.template_set)
 
 
-def _run_config(config: PipelineConfig, seeds_file: Path, identity: str | None, api: str | None = None) -> dict[str, Any]:
+def _run_config(config: PipelineConfig, seeds_file: Path, identity: str | None, api: str | None = None,
+                pipeline: Sequence[Step] = PIPELINE) -> dict[str, Any]:
     """What the manifest stores as the run's configuration, and what a resume is checked against."""
-    out = config.to_dict()
+    out = _with_step_params(config, pipeline).to_dict()
     out["seed_tasks"] = str(seeds_file)
     out["seed_tasks_sha256"] = _sha256(seeds_file)
     out["templates"] = template_set_of(config).fingerprint()
+    for step in pipeline:  # a step with a template of its own (not a role of the set): its hash too
+        if step.template is not None and hasattr(step.template, "render"):
+            out["templates"][step.name] = templates.template_hash(step.template)
     out["model_identity"] = identity
     if out.get("scheduler") == "batch":
         out.pop("scheduler")  # the earlier versions' schedule is what a configuration without the field means
@@ -177,7 +294,8 @@ def _kept_instructions(run_dir: str | Path) -> int:
 
 
 def check_resumable(run_dir: str | Path, config: PipelineConfig, *, identity: str | None = None,
-                    api: str | None = None, force_new_config: bool = False) -> list[SeedTask]:
+                    api: str | None = None, force_new_config: bool = False,
+                    pipeline: Sequence[Step] = PIPELINE) -> list[SeedTask]:
     """Validate a run's inputs before anything starts: the settings, the seed tasks, the template set
     (``released`` is fetched now, or fails now when offline), that no other invocation holds the run
     directory, and that an existing run directory was started with this configuration. Creates nothing.
@@ -200,8 +318,8 @@ def check_resumable(run_dir: str | Path, config: PipelineConfig, *, identity: st
     check_unlocked(run_dir)
     stored = stored_config(run_dir)
     if stored is not None:
-        check_config(run_dir, stored, _run_config(config, seeds_file, identity, api), allowed=PipelineConfig.RESUMABLE,
-                     force=force_new_config)
+        check_config(run_dir, stored, _run_config(config, seeds_file, identity, api, pipeline),
+                     allowed=PipelineConfig.RESUMABLE, force=force_new_config)
         kept = _kept_instructions(run_dir)
         started = stored.get("num_instructions")
         if isinstance(started, int) and config.num_instructions < started and config.num_instructions < kept:
@@ -218,27 +336,31 @@ def run_pipeline(
     run_dir: str | Path,
     config: PipelineConfig | None = None,
     *,
-    steps: tuple[str, ...] = STEPS,
+    steps: Sequence[str] | None = None,
     backend: dict[str, Any] | None = None,
     progress: bool = True,
     force_new_config: bool = False,
     source: str = "python",
+    pipeline: Sequence[Step] = PIPELINE,
 ) -> dict[str, StepResult]:
     """Run the given steps in order (each resumes from what the run directory holds) and record them.
 
     Args:
-        client: the LM (None is enough for the finetuning step alone).
+        client: the LM (None is enough for steps without LM requests, e.g. the finetuning step alone).
         run_dir: the run directory.
         config: settings (default :class:`PipelineConfig`; a resumed run is checked against the stored one).
-        steps: a subset of :data:`STEPS`, in order.
+        steps: names of steps of ``pipeline`` to run (default: all; they run in the pipeline's order).
         backend: what to record about the LM backend (e.g. the embedded server's model path).
         progress: progress bars.
         force_new_config: continue a run under a changed configuration (recorded in the manifest).
         source: who runs this invocation ("cli", "notebook", "python"), for the manifest.
+        pipeline: the ordered steps (default :data:`PIPELINE`; another one: :func:`insert_step`). Each step
+            gets the records of the step before it; an LM step's parameters are ``config.params[name]``, else
+            its own (then recorded in the configuration).
     Returns:
         Step name -> :class:`~selfinstruct_utils.runs.StepResult`.
     Raises:
-        ValueError: unknown step names, or LM steps without a client.
+        ValueError: unknown step names, LM steps without a client, or two steps with one name or file.
         DataNotFoundError, DataFormatError: a missing or bad seed file (nothing is created).
         ConfigChangedError: a resumed run would change the stored configuration (nothing is run).
         RunLockedError: another invocation is working on the run directory (nothing is run).
@@ -249,68 +371,37 @@ def run_pipeline(
     with :data:`EXIT_INCOMPLETE`.
     """
     config = config or PipelineConfig()
-    unknown = set(steps) - set(STEPS)
+    pipeline = tuple(pipeline)
+    _check_pipeline(pipeline)
+    names = tuple(step.name for step in pipeline)
+    steps = names if steps is None else tuple(steps)
+    unknown = set(steps) - set(names)
     if unknown:
-        raise ValueError(f"unknown steps {sorted(unknown)}; choose from {STEPS}")
-    if client is None and set(steps) - {"finetuning"}:
+        raise ValueError(f"unknown steps {sorted(unknown)}; choose from {names}")
+    if client is None and any(step.uses_lm for step in pipeline if step.name in steps):
         raise ValueError("the LM steps need a client")
     identity = client.identity if client is not None else None
     api = client.api if client is not None else None
-    seed_tasks = check_resumable(run_dir, config, identity=identity, api=api, force_new_config=force_new_config)
+    seed_tasks = check_resumable(run_dir, config, identity=identity, api=api, force_new_config=force_new_config,
+                                 pipeline=pipeline)
     seeds_file = seed_tasks_path(config.seed_tasks)
     prompts = template_set_of(config)
     run = RunDir(run_dir, source=source)
     facts: dict[str, Any] = {"seed": config.seed, "n_seed_tasks": len(seed_tasks)}
     if client is not None:
         facts["lm"] = {**client.describe(), **(backend or {})}
-    run.begin(_run_config(config, seeds_file, identity, api), allowed_changes=PipelineConfig.RESUMABLE,
+    run.begin(_run_config(config, seeds_file, identity, api, pipeline), allowed_changes=PipelineConfig.RESUMABLE,
               force_new_config=force_new_config, **facts)
+    ctx = StepContext(client, run, _with_step_params(config, pipeline), prompts, seed_tasks,
+                      request_seed=config.seed if config.scheduler == "lag" else None, progress=progress)
     results: dict[str, StepResult] = {}
     try:
-        if "instructions" in steps:
-            results["instructions"] = generate_instructions(
-                client, seed_tasks, run,
-                num_instructions=config.num_instructions,
-                num_prompt_instructions=config.num_prompt_instructions,
-                num_machine_instructions=config.num_machine_instructions,
-                request_batch_size=config.request_batch_size,
-                max_requests=config.max_requests,
-                rouge_threshold=config.rouge_threshold,
-                rouge_comparison=config.rouge_comparison,
-                exact_num_instructions=config.exact_num_instructions,
-                params=config.params["instructions"],
-                seed=config.seed,
-                classification_only=config.classification_only,
-                templates=prompts,
-                progress=progress,
-                scheduler=config.scheduler,
-            )
-            run.record_step("instructions", results["instructions"])
-            counts = results["instructions"].counts
-            budget = config.max_requests if config.max_requests is not None else 20 + 4 * config.num_instructions
-            run.set_shortfall("instructions", None if counts["kept"] >= config.num_instructions else {
-                "target": config.num_instructions, "kept": counts["kept"], "requests": counts["requests"],
-                "max_requests": budget,
-                "why": "the request budget ran out (raise --max-requests and run again to continue)",
-            })
-        if "classification" in steps:
-            instructions = [rec["instruction"] for rec in run.read("instructions")]
-            results["classification"] = classify_instructions(
-                client, instructions, run, params=config.params["classification"], progress=progress, templates=prompts,
-                seed=config.seed if config.scheduler == "lag" else None)
-            run.record_step("classification", results["classification"])
-        if "instances" in steps:
-            tasks = [(rec["instruction"], rec["is_classification"]) for rec in run.read("classification")]
-            results["instances"] = generate_instances(client, tasks, run, params=config.params["instances"],
-                                                      progress=progress, templates=prompts,
-                                                      seed=config.seed if config.scheduler == "lag" else None)
-            run.record_step("instances", results["instances"])
-        if "finetuning" in steps:
-            results["finetuning"] = build_finetuning_data(
-                run, seed=config.seed, max_instances_per_task=config.max_instances_per_task,
-                seed_tasks=seed_tasks if config.include_seed_tasks else None,
-            )
-            run.record_step("finetuning", results["finetuning"], lm=False)
+        for k, step in enumerate(pipeline):
+            if step.name not in steps:
+                continue
+            inputs = run.read(pipeline[k - 1].output) if step.takes_input and k > 0 else []
+            results[step.name] = step.run(ctx, inputs)
+            step.record(ctx, results[step.name])
     except KeyboardInterrupt:
         run.end("interrupted")
         raise
@@ -337,8 +428,9 @@ def format_summary(run_dir: str | Path) -> str:
         f"seed tasks: {manifest.get('n_seed_tasks')}  invocations: {len(invocations)}",
     ]
     total = {"seconds": 0.0, "tokens": 0, "requests": 0, "cache_hits": 0, "cost_usd": 0.0}
-    for step in STEPS:
-        entry = manifest.get("steps", {}).get(step)
+    recorded = manifest.get("steps", {})
+    for step in [*STEPS, *(name for name in recorded if name not in STEPS)]:  # a step added to the pipeline: last
+        entry = recorded.get(step)
         if not entry:
             continue
         counts = ", ".join(f"{k}={v}" for k, v in entry["counts"].items())

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 __all__ = [
     "InstructionTemplate",
@@ -33,6 +34,9 @@ __all__ = [
     "RATER_HEADER",
     "encode_rater_prompt",
     "fingerprint",
+    "Template",
+    "KIT_PROMPTS",
+    "template_hash",
     "TemplateSet",
     "KIT_TEMPLATES",
 ]
@@ -218,52 +222,109 @@ OUTPUT_FIRST = FewShotTemplate(
 )
 
 
-@dataclass(frozen=True)
-class TemplateSet:
-    """The prompts of steps 1-3 under one name, as a run uses them.
+#: Any prompt template: an object with ``render(...)`` and a stable ``repr`` (hashed into a run's manifest).
+Template = InstructionTemplate | FewShotTemplate
 
-    Attributes:
+#: Every prompt of the kit, by role: THE place to add a prompt (one entry; the template sets, their
+#: fingerprints and the released set pick it up). A step names its prompt by role
+#: (``MapStep(template="<role>")``, :mod:`selfinstruct_utils.generate`).
+KIT_PROMPTS: dict[str, Template] = {
+    "instructions": INSTRUCTION_GENERATION,  # step 1 (Table 6)
+    "classification_instructions": CLASSIFICATION_INSTRUCTION_GENERATION,  # step 1, classification seeds only
+    "classification": CLASSIFICATION_IDENTIFICATION,  # step 2 (Table 7)
+    "input_first": INPUT_FIRST,  # step 3, generation tasks (Table 8)
+    "output_first": OUTPUT_FIRST,  # step 3, classification tasks (Table 8)
+}
+
+#: Roles hashed together under one fingerprint name (the names runs have recorded since the first
+#: version). Any other role is hashed under its own name.
+_FINGERPRINT_GROUPS = {
+    "instructions": "instruction_generation",
+    "classification_instructions": "instruction_generation",
+    "classification": "classification_identification",
+}
+
+
+def template_hash(template: object) -> str:
+    """SHA-256 (first 16 hex digits) of a template's ``repr``: what a run's manifest records of a prompt."""
+    return hashlib.sha256(repr(template).encode("utf-8")).hexdigest()[:16]
+
+
+class TemplateSet:
+    """The prompts a run uses, by role (the keys of :data:`KIT_PROMPTS`), under one name.
+
+    Args:
         name: "kit" (:data:`KIT_TEMPLATES`, the kit's own few-shot examples) or "released" (the original
             code's, fetched on demand by :mod:`selfinstruct_utils.released`).
+        prompts: role -> template.
         source: where the text comes from.
+
+    A role is also an attribute (``KIT_TEMPLATES.classification``); :meth:`prompt` looks one up by name.
     """
 
-    name: str
-    instructions: InstructionTemplate
-    classification_instructions: InstructionTemplate
-    classification: FewShotTemplate
-    input_first: FewShotTemplate
-    output_first: FewShotTemplate
-    source: str = "selfinstruct-kit"
+    def __init__(self, name: str, prompts: Mapping[str, Template], source: str = "selfinstruct-kit"):
+        self.name = name
+        self.prompts: Mapping[str, Template] = MappingProxyType(dict(prompts))
+        self.source = source
+
+    def __getattr__(self, role: str) -> Template:
+        prompts = self.__dict__.get("prompts")
+        if prompts is None or role not in prompts:
+            raise AttributeError(f"{type(self).__name__} {self.__dict__.get('name')!r} has no prompt {role!r}")
+        return prompts[role]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TemplateSet):
+            return NotImplemented
+        return (self.name, dict(self.prompts), self.source) == (other.name, dict(other.prompts), other.source)
+
+    def __hash__(self) -> int:
+        return hash((self.name, tuple(self.prompts.items()), self.source))
+
+    def __repr__(self) -> str:
+        return f"TemplateSet({self.name!r}, roles={list(self.prompts)}, source={self.source!r})"
+
+    def prompt(self, role: str) -> Template:
+        """The template of a role.
+
+        Raises:
+            KeyError: the set has no such role (the message lists the roles it has).
+        """
+        if role not in self.prompts:
+            raise KeyError(f"template set {self.name!r} has no prompt {role!r}; it has {sorted(self.prompts)}")
+        return self.prompts[role]
+
+    def with_prompts(self, *, name: str | None = None, source: str | None = None, **roles: Template) -> TemplateSet:
+        """A copy with some roles replaced or added (and optionally another name and source)."""
+        return TemplateSet(name if name is not None else self.name, {**self.prompts, **roles},
+                           source if source is not None else self.source)
 
     def instruction_prompt(self, instructions: Sequence[str], *, classification: bool = False) -> str:
         """Step 1 (paper Table 6): the numbered in-context instructions, ending with the next number."""
-        return (self.classification_instructions if classification else self.instructions).render(instructions)
+        return self.prompt("classification_instructions" if classification else "instructions").render(instructions)
 
     def classification_prompt(self, instruction: str) -> str:
         """Step 2 (paper Table 7): the few-shot block and "is it classification?" for ``instruction``."""
-        return self.classification.render(instruction)
+        return self.prompt("classification").render(instruction)
 
     def instance_prompt(self, instruction: str, is_classification: bool) -> str:
         """Step 3 (paper Table 8): output-first for classification tasks, input-first otherwise."""
-        return (self.output_first if is_classification else self.input_first).render(instruction)
+        return self.prompt("output_first" if is_classification else "input_first").render(instruction)
 
     def fingerprint(self) -> dict[str, str]:
-        """SHA-256 (first 16 hex digits) of each template, for a run's manifest (a resumed run with other
-        templates would mix two prompt formats, and is refused)."""
-        parts = {
-            "instruction_generation": repr((self.instructions, self.classification_instructions)),
-            "classification_identification": repr(self.classification),
-            "input_first": repr(self.input_first),
-            "output_first": repr(self.output_first),
-            "finetuning_encodings": repr((TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT)),
-        }
-        return {name: hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] for name, text in parts.items()}
+        """SHA-256 (first 16 hex digits) of each template (roles grouped as :data:`_FINGERPRINT_GROUPS` says;
+        a group of several is hashed as the tuple of its templates), and of the finetuning encodings, for a
+        run's manifest (a resumed run with other templates would mix two prompt formats, and is refused)."""
+        groups: dict[str, list[Template]] = {}
+        for role, template in self.prompts.items():
+            groups.setdefault(_FINGERPRINT_GROUPS.get(role, role), []).append(template)
+        out = {name: template_hash(ts[0] if len(ts) == 1 else tuple(ts)) for name, ts in groups.items()}
+        out["finetuning_encodings"] = template_hash((TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT))
+        return out
 
 
 #: The kit's own prompts (few-shot examples written for the kit).
-KIT_TEMPLATES = TemplateSet("kit", INSTRUCTION_GENERATION, CLASSIFICATION_INSTRUCTION_GENERATION,
-                            CLASSIFICATION_IDENTIFICATION, INPUT_FIRST, OUTPUT_FIRST)
+KIT_TEMPLATES = TemplateSet("kit", KIT_PROMPTS)
 
 
 def encode_instruction_prompt(instructions: Sequence[str], *, classification: bool = False) -> str:
