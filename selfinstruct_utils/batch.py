@@ -48,6 +48,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from .llm import Completion, LMClient, LMRequestError, ResponseCache, SamplingParams, Usage
+from .records import write_atomic, write_json_atomic
 
 __all__ = ["BatchLMClient", "ExportingClient", "BatchExported", "export_pending", "import_results", "request_line",
            "parse_result_line"]
@@ -69,16 +70,6 @@ class BatchExported(RuntimeError):
     def __init__(self, message: str, path: Path, step: str, count: int):
         super().__init__(message)
         self.path, self.step, self.count = path, step, count
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, ensure_ascii=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def request_line(custom_id: str, model: str, api: str, prompt: str, params: SamplingParams) -> dict[str, Any]:
@@ -315,11 +306,11 @@ class BatchLMClient:
                     for b in current:
                         self._collect(client, b, results, errors)
                         b["read"] = True
-                    _write_json_atomic(path, state)
+                    write_json_atomic(path, state, indent=None)
                 pending = [cid for cid in lines if cid not in results]
                 if not pending:
                     state["done"] = True
-                    _write_json_atomic(path, state)
+                    write_json_atomic(path, state, indent=None)
                     return results
                 if attempt + 1 > self.max_retries:
                     detail = "; ".join(f"{cid}: {errors.get(cid, 'no answer')}" for cid in pending[:10])
@@ -347,7 +338,7 @@ class BatchLMClient:
                      "input_file_id": uploaded.id, "custom_ids": [line["custom_id"] for line in chunk],
                      "endpoint": chunk[0]["url"], "recorded_at": time.time(), "batch_id": None}
             state["batches"].append(entry)
-            _write_json_atomic(path, state)  # before the batch exists: a resumed process looks for it first
+            write_json_atomic(path, state, indent=None)  # before the batch exists: a resumed process looks for it first
             self._create(client, entry, state, path, look_first=False)
 
     def _create(self, client, entry: dict, state: dict, path: Path, *, look_first: bool) -> None:
@@ -368,7 +359,7 @@ class BatchLMClient:
                 completion_window=self.completion_window, metadata={_TAG_KEY: entry["metadata_tag"]},
             )
         entry["batch_id"] = found.id
-        _write_json_atomic(path, state)
+        write_json_atomic(path, state, indent=None)
 
     def _poll(self, client, entries: list[dict], state: dict, path: Path, step: str) -> None:
         """Poll the entries' batches until each is in a terminal state; failed/cancelled ones raise."""
@@ -398,7 +389,7 @@ class BatchLMClient:
                     if batch.status in TERMINAL:
                         e.update(status=batch.status, output_file_id=batch.output_file_id,
                                  error_file_id=batch.error_file_id)
-                        _write_json_atomic(path, state)
+                        write_json_atomic(path, state, indent=None)
                     else:
                         running = True
                 bar.n = done
@@ -489,10 +480,7 @@ class ExportingClient:
             usage.cache_hits += len(out)
             return out  # type: ignore[return-value]
         path = self.out or self.export_dir / f"export-{step}-{ids[0]}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in missing), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in missing))
         raise BatchExported(
             f"step '{step}': {len(missing)} requests written to {path}; run them, e.g. "
             f"python -m vllm.entrypoints.openai.run_batch -i {path} -o results.jsonl --model {self.model}, "

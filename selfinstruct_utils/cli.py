@@ -240,11 +240,9 @@ def _exit_status(run_dir) -> int:
 
 
 def _eval_classifier(args) -> int:
-    import json
-
     from .data import seed_tasks_path
     from .prompt_eval import evaluate_classifier
-    from .records import load_seed_tasks
+    from .records import load_seed_tasks, write_json_atomic
     from .released import template_set
 
     seeds = load_seed_tasks(seed_tasks_path(args.seed_tasks))
@@ -270,8 +268,7 @@ def _eval_classifier(args) -> int:
             rows.append({**report.row(), "template_hash": report.template_hash, "left_out": report.left_out,
                          "answers": report.answers.to_dict(orient="records")})
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=1, ensure_ascii=False)
+        write_json_atomic(args.out, rows)
         print(f"written: {args.out}")
     return 0
 

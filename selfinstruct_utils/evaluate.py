@@ -29,9 +29,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .analysis.human_eval import load_predictions
-from .records import DataFormatError, read_jsonl, write_jsonl
+from .records import DataFormatError, read_jsonl, write_atomic, write_json_atomic, write_jsonl
 from .rouge import paired
-from .runs import _now, package_versions
+from .runs import now_utc, package_versions
 
 __all__ = [
     "evaluation_prompt",
@@ -177,7 +177,6 @@ def evaluate_user_oriented(model, tokenizer, *, name: str, out_dir: str | os.Pat
     if not name or not all(c.isalnum() or c in "-_." for c in name):
         raise ValueError(f"model name {name!r}: use letters, digits, '-', '_' or '.'")
     from .data import user_oriented_path
-    from .tune import _write_json
 
     tasks_path = Path(tasks_path) if tasks_path is not None else user_oriented_path()
     df = user_oriented_tasks(tasks_path, tasks)
@@ -188,11 +187,11 @@ def evaluate_user_oriented(model, tokenizer, *, name: str, out_dir: str | os.Pat
     write_jsonl(out / f"{name}_predictions.jsonl",
                 ({"id": r.id, "prompt": r.prompt, "instruction": r.instruction, "input": r.input, "target": r.target,
                   "response": resp} for r, resp in zip(df.itertuples(index=False), responses, strict=True)))
-    meta = {"created": _now(), "model": identity or {}, "tasks": len(df), "max_new_tokens": max_new_tokens,
+    meta = {"created": now_utc(), "model": identity or {}, "tasks": len(df), "max_new_tokens": max_new_tokens,
             "batch_size": batch_size, "chat": chat, "decoding": "greedy", "prompt_tokens": stats.prompt_tokens,
             "new_tokens": stats.new_tokens, "seconds": round(stats.seconds, 2),
             "tokens_per_second": round(stats.tokens_per_second, 2), "packages": package_versions()}
-    _write_json(out / f"{name}_predictions.meta.json", meta)  # atomic: a kill never leaves half a meta file
+    write_json_atomic(out / f"{name}_predictions.meta.json", meta, default=str)  # atomic: a kill never leaves half a meta file
     return load_predictions(out, tasks_path, models=[name])
 
 
@@ -360,8 +359,7 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
                      "train_seconds": train_seconds, "final_loss": final_loss, "rougeL": summary["rougeL"],
                      "low": summary["low"], "high": summary["high"], "model": name})
     curve = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    curve.to_csv(out / "curve.csv", index=False)
+    write_atomic(out / "curve.csv", curve.to_csv(index=False))
     return curve
 
 

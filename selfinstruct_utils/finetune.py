@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .filters import parse_and_filter_task, sample_max_per_task
-from .records import SeedTask, write_jsonl
+from .records import SeedTask, atomic_open, write_json_atomic, write_jsonl
 from .runs import RunDir, StepResult
 from .templates import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT
 
@@ -165,7 +165,7 @@ def build_finetuning_data(
         encoded.append(pc)
     rng.shuffle(encoded)
     write_jsonl(folder / "prompt_completion.jsonl", encoded)
-    (folder / "alpaca.json").write_text(json.dumps(to_alpaca(examples), indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(folder / "alpaca.json", to_alpaca(examples))
     write_jsonl(folder / "chat_messages.jsonl", to_chat_messages(examples))
     return StepResult(
         counts={
@@ -258,10 +258,10 @@ def export_dataset(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"provenance": out / "provenance.json"}
-    written["provenance"].write_text(json.dumps(provenance, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json_atomic(written["provenance"], provenance)
     if "sharegpt" in formats:
         written["sharegpt"] = out / "sharegpt.json"
-        written["sharegpt"].write_text(json.dumps(to_sharegpt(examples), indent=1, ensure_ascii=False), encoding="utf-8")
+        write_json_atomic(written["sharegpt"], to_sharegpt(examples))
     if "parquet" in formats or "hf" in formats:
         try:
             import datasets
@@ -278,7 +278,8 @@ def export_dataset(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             meta = dict(table.schema.metadata or {})
             meta[b"selfinstruct_provenance"] = description.encode("utf-8")
             written["parquet"] = out / "train.parquet"
-            pq.write_table(table.replace_schema_metadata(meta), written["parquet"])
+            with atomic_open(written["parquet"], "wb") as fh:
+                pq.write_table(table.replace_schema_metadata(meta), fh)
         if "hf" in formats:
             written["hf"] = out / "hf"
             ds.save_to_disk(str(written["hf"]))

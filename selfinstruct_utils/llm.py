@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .records import write_json_atomic
+
 __all__ = [
     "SamplingParams",
     "TABLE4",
@@ -221,20 +223,12 @@ class ResponseCache:
             return None
 
     def put(self, key: str, completion: Completion) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         # ASCII-only JSON: any text (even an unpaired surrogate) is written as a valid file.
-        payload = json.dumps({
+        write_json_atomic(self._path(key), {
             "choices": completion.choices,
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
-        }, ensure_ascii=True)
-        try:
-            tmp.write_text(payload, encoding="ascii")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        }, indent=None, ensure_ascii=True)
 
 
 def _retry_note(err: Exception, max_retries: int) -> str:

@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from .llm import LMClient
+from .records import write_json_atomic
 
 __all__ = ["EmbeddedLMError", "default_gguf_path", "gguf_identity", "free_port", "EmbeddedLM"]
 
@@ -92,10 +93,7 @@ def gguf_identity(path: str | os.PathLike) -> str:
             digest.update(block)
     memo[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest.hexdigest()}
     with contextlib.suppress(OSError):
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo, indent=1), encoding="utf-8")
-        os.replace(tmp, memo_path)
+        write_json_atomic(memo_path, memo)
     return f"gguf-sha256:{digest.hexdigest()}"
 
 

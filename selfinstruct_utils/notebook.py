@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .records import write_atomic
+
 __all__ = ["KNOWN_WARNINGS", "quiet_known_warnings", "one_progress_bar", "reuse_in_curve", "empty_answers", "Phases"]
 
 #: (message pattern, what it means): warnings of torch / transformers / peft / trl that say nothing
@@ -99,11 +101,10 @@ def _meta(path: Path) -> dict:
 
 
 def _copy_predictions(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    write_atomic(dest, src.read_bytes())
     meta = src.with_name(src.name.replace("_predictions.jsonl", "_predictions.meta.json"))
     if meta.is_file():
-        shutil.copyfile(meta, dest.with_name(dest.name.replace("_predictions.jsonl", "_predictions.meta.json")))
+        write_atomic(dest.with_name(dest.name.replace("_predictions.jsonl", "_predictions.meta.json")), meta.read_bytes())
 
 
 def reuse_in_curve(run_dir: str | os.PathLike, untuned: str | os.PathLike, tuned: str | os.PathLike,
@@ -156,7 +157,7 @@ def reuse_in_curve(run_dir: str | os.PathLike, untuned: str | os.PathLike, tuned
             if not (dest / "manifest.json").exists():
                 dest.mkdir(parents=True, exist_ok=True)
                 shutil.copytree(run_dir / "adapter", dest / "adapter", dirs_exist_ok=True)
-                shutil.copyfile(manifest_path, dest / "manifest.json")
+                write_atomic(dest / "manifest.json", manifest_path.read_bytes())  # last: it marks the copy whole
             n_instr = len(dict.fromkeys(r["instruction"] for r in curve_records))
             notes.append("the curve's full-data point reuses the main run's adapter (its manifest shows the same base "
                          "model, data hash and configuration)")

@@ -17,6 +17,8 @@ import numpy as np
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from .records import atomic_open
+
 __all__ = [
     "save",
     "bar_counts",
@@ -58,8 +60,10 @@ def save(fig, name: str, figures_dir: str | os.PathLike | None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
     # no creation date or software version in the files: the same figure gives the same bytes
-    fig.savefig(paths[0], dpi=200, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Producer": None, "Creator": None})
+    with atomic_open(paths[0], "wb") as fh:
+        fig.savefig(fh, format="png", dpi=200, bbox_inches="tight", metadata={"Software": None})
+    with atomic_open(paths[1], "wb") as fh:
+        fig.savefig(fh, format="pdf", bbox_inches="tight", metadata={"CreationDate": None, "Producer": None, "Creator": None})
     return paths
 
 

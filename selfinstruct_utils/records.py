@@ -7,9 +7,11 @@ flushes one line per record so that nothing already produced is lost when a run 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -23,6 +25,9 @@ __all__ = [
     "JsonlWriter",
     "read_jsonl",
     "write_jsonl",
+    "atomic_open",
+    "write_atomic",
+    "write_json_atomic",
     "load_seed_tasks",
     "seed_task_from_dict",
     "check_text",
@@ -164,16 +169,79 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict | Any]) -> int:
     Returns:
         The number of lines written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         for rec in records:
             fh.write(_dumps(rec) + "\n")
             count += 1
-    os.replace(tmp, path)
     return count
+
+
+# --- the kit's one atomic file writer -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8") -> Iterator[Any]:
+    """Open a temporary file beside ``path`` for writing; on a clean exit, flush it, ``fsync`` it and
+    rename it onto ``path`` (``os.replace``, atomic on POSIX and Windows on one file system).
+
+    Every file the kit replaces (run manifests, JSONL step files, the response cache, the tuning
+    manifest, predictions and their meta files, review and rating sheets, finetuning exports) goes
+    through here, so a kill or an exception mid-write leaves the previous file whole: if the block
+    raises (or the rename fails), the temporary file is removed and ``path`` is untouched. The
+    temporary file is ``.<name>.<pid>-<random>.tmp`` in the same folder (hidden, unique per writer; a
+    SIGKILL can leave one behind, never a half-written ``path``). Parent folders are created.
+
+    Args:
+        path: the file to (re)place.
+        mode: ``"w"`` (text) or ``"wb"`` (bytes).
+        encoding: the text encoding (ignored for ``"wb"``).
+    Yields:
+        The open file object.
+    Raises:
+        ValueError: a mode other than ``"w"`` or ``"wb"``; OSError: from the file system.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes a whole file: mode 'w' or 'wb', not {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, *, encoding: str = "utf-8") -> Path:
+    """Replace ``path`` with ``data`` (text or bytes) atomically, through :func:`atomic_open`.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    with atomic_open(path, "wb" if isinstance(data, bytes) else "w", encoding=encoding) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int | None = 1, ensure_ascii: bool = False,
+                      default: Any = None) -> Path:
+    """Replace ``path`` with ``obj`` as JSON atomically, through :func:`atomic_open` (UTF-8; with
+    ``ensure_ascii`` the file is pure ASCII whatever the text, unpaired surrogates included).
+
+    Args:
+        path: the JSON file.
+        obj: anything ``json.dumps`` takes.
+        indent, ensure_ascii, default: passed to ``json.dumps``.
+    Returns:
+        ``path`` as a Path.
+    Raises:
+        TypeError, ValueError: ``obj`` is not JSON-serializable (``path`` is then untouched).
+    """
+    return write_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=ensure_ascii, default=default))
 
 
 def _dumps(rec: dict | Any) -> str:

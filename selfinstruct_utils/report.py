@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .records import write_atomic
+
 __all__ = ["dataset_name", "build_report", "render_report", "figure_to_data_uri"]
 
 _STYLE = """
@@ -204,7 +206,4 @@ def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, 
     if len(set(names)) != len(names):
         raise ValueError(f"two datasets have the same name: {names}; pass names")
     page = render_report(dict(zip(names, paths, strict=True)), **kwargs)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_atomic(out, page)

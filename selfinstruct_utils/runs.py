@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import JsonlWriter, read_jsonl
+from .records import JsonlWriter, read_jsonl, write_json_atomic
 
 __all__ = ["FILES", "StepResult", "ConfigChangedError", "RunLockedError", "RunDir", "check_config", "check_unlocked",
            "config_changes", "package_versions", "read_manifest", "stored_config"]
@@ -123,7 +123,8 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def _now() -> str:
+def now_utc() -> str:
+    """The current time for manifests: ISO 8601 in UTC to the second, e.g. ``"2026-11-29T19:30:00+00:00"``."""
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
@@ -208,7 +209,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike, *, source: str = "python"):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.manifest: dict[str, Any] = read_manifest(self.path) or {"created_at": _now(), "steps": {}}
+        self.manifest: dict[str, Any] = read_manifest(self.path) or {"created_at": now_utc(), "steps": {}}
         self.invocation = f"{_dt.datetime.now(_dt.UTC).strftime('%Y%m%dT%H%M%S.%f')}-{os.getpid()}"
         self.source = source
         self._lock = None
@@ -272,7 +273,7 @@ class RunDir:
             changes = config_changes(stored, config)  # allowed ones too (a larger N or budget): all recorded
             if changes:
                 self.manifest.setdefault("config_history", []).append({
-                    "at": _now(), "invocation": self.invocation,
+                    "at": now_utc(), "invocation": self.invocation,
                     "changes": [{"field": k, "old": old, "new": new, **({"allowed": True} if k.split(".")[0]
                                  in allowed_changes else {"forced": True})} for k, old, new in changes],
                 })
@@ -282,7 +283,7 @@ class RunDir:
         self.manifest["config"] = config
         self.manifest.update(facts)
         self.manifest.setdefault("invocations", []).append({
-            "invocation": self.invocation, "source": self.source, "started_at": _now(), "status": "running",
+            "invocation": self.invocation, "source": self.source, "started_at": now_utc(), "status": "running",
             "steps": [], "versions": package_versions(),
         })
         self.save()
@@ -292,7 +293,7 @@ class RunDir:
         release the run directory's lock."""
         for inv in self.manifest.get("invocations", []):
             if inv["invocation"] == self.invocation:
-                inv["finished_at"] = _now()
+                inv["finished_at"] = now_utc()
                 inv["status"] = status
         try:
             self.save()
@@ -320,10 +321,8 @@ class RunDir:
         except Timeout:
             self._lock = None
             raise RunLockedError(_locked_message(self.path)) from None
-        tmp = holder.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(), "started_at": _now(),
-                                   "invocation": self.invocation, "source": self.source}), encoding="utf-8")
-        os.replace(tmp, holder)
+        write_json_atomic(holder, {"pid": os.getpid(), "host": platform.node(), "started_at": now_utc(),
+                                   "invocation": self.invocation, "source": self.source}, indent=None)
 
     def unlock(self) -> None:
         """Release the lock taken by :meth:`lock` (safe to call twice)."""
@@ -416,7 +415,7 @@ class RunDir:
         ``lm``) over every invocation, in the manifest."""
         entry = self.manifest.setdefault("steps", {}).get(step, {})
         invocations = [i for i in entry.get("invocations", []) if i["invocation"] != self.invocation]
-        invocations.append({"invocation": self.invocation, "seconds": round(result.seconds, 3), "finished_at": _now()})
+        invocations.append({"invocation": self.invocation, "seconds": round(result.seconds, 3), "finished_at": now_utc()})
         entry = {
             "counts": dict(result.counts),
             "rejections": dict(sorted(Counter(result.rejections).items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -432,7 +431,4 @@ class RunDir:
         self.save()
 
     def save(self) -> None:
-        p = self.path / FILES["manifest"]
-        tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, p)
+        write_json_atomic(self.path / FILES["manifest"], self.manifest, indent=2)

@@ -39,7 +39,8 @@ import pandas as pd
 
 from .analysis.datasets import load_dataset
 from .finetune import TrainingExample, encode_prompt_completion
-from .runs import _now, check_config, package_versions
+from .records import write_json_atomic
+from .runs import check_config, now_utc, package_versions
 
 __all__ = [
     "HUB_BASE_MODEL",
@@ -444,12 +445,12 @@ def tune(
     last = _last_checkpoint(checkpoints) if resume else None
     # The configuration is stored at the first start, so an interrupted run is resumed under it.
     manifest = stored if stored is not None and not changes else {
-        "kind": "instruction-tuning", "created": _now(), "identity": wanted, "invocations": [],
+        "kind": "instruction-tuning", "created": now_utc(), "identity": wanted, "invocations": [],
     }
     loaded = _load(source_dir, identity, device=device)
     manifest.update({"identity": wanted, "base": loaded.identity, "data": data_info, "config": config.to_dict(),
                      "packages": package_versions(), "complete": False})
-    _write_json(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest, default=str)
 
     rows = [_chat_record(r) for r in records] if config.chat else [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
     dataset = Dataset.from_list(rows)
@@ -483,7 +484,7 @@ def tune(
     trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=loaded.tokenizer,
                          peft_config=lora, callbacks=list(callbacks))
     loaded.tokenizer.padding_side = "right"  # training pads on the right; generation (load_tuned) on the left
-    started, started_at = time.perf_counter(), _now()
+    started, started_at = time.perf_counter(), now_utc()
     start_step = 0
     if last is not None:
         state = json.loads((last / "trainer_state.json").read_text(encoding="utf-8"))
@@ -508,20 +509,9 @@ def tune(
     manifest["totals"] = {"seconds": round(total_seconds, 2), "tokens": tokens,
                           "tokens_per_second": round(tokens / total_seconds, 1) if total_seconds else None}
     manifest["log_history"] = state.log_history
-    _write_json(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest, default=str)
     trainer.model.eval()
     return TuneResult(out, adapter, manifest, list(state.log_history), trainer.model, loaded.tokenizer)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    """Write ``obj`` as JSON, replacing ``path`` atomically (a temporary file beside it, then a rename), so
-    a kill never leaves half a file. Used for the tuning manifest and the predictions' meta files."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_tuned(path: str | os.PathLike, *, device: str = "auto", merge: bool = False) -> BaseModel:

@@ -138,18 +138,18 @@ def test_kill_between_create_and_record_finds_the_batch_by_its_tag(tmp_path, mon
     class Killed(BaseException):
         pass
 
-    real = batch_mod._write_json_atomic
+    real = batch_mod.write_json_atomic
 
-    def dies_when_recording_the_batch_id(path, state):
+    def dies_when_recording_the_batch_id(path, state, **kwargs):
         if any(b.get("batch_id") for b in state["batches"]):
             raise Killed  # the batch exists on the server; its id never reached the state file
-        real(path, state)
+        real(path, state, **kwargs)
 
     with FakeBatchServer() as server:
-        monkeypatch.setattr(batch_mod, "_write_json_atomic", dies_when_recording_the_batch_id)
+        monkeypatch.setattr(batch_mod, "write_json_atomic", dies_when_recording_the_batch_id)
         with pytest.raises(Killed):
             client_for(server, tmp_path).complete(PROMPTS, PARAMS, step="s")
-        monkeypatch.setattr(batch_mod, "_write_json_atomic", real)
+        monkeypatch.setattr(batch_mod, "write_json_atomic", real)
         assert len(server.creations) == 1
         (state_file,) = (tmp_path / "batches").iterdir()
         assert json.loads(state_file.read_text())["batches"][0]["batch_id"] is None

@@ -361,23 +361,3 @@ def test_the_real_model_learns_from_completion_tokens_only(tmp_path, data):
     assert result.manifest["base"]["id"].startswith("gguf-sha256:") and result.manifest["base"]["parameters"] == 134_515_008
     reloaded = load_tuned(tmp_path / "run", device="cpu")
     assert completion_loss(reloaded.model, reloaded.tokenizer, records, max_length=128) == pytest.approx(after, abs=1e-4)
-
-
-def test_manifest_and_meta_files_are_replaced_atomically(tmp_path, monkeypatch):
-    """A write killed half-way leaves the previous file whole and no temporary file."""
-    from selfinstruct_utils.tune import _write_json
-
-    path = tmp_path / "run_predictions.meta.json"
-    _write_json(path, {"tasks": 4})
-    real_write = Path.write_text
-
-    def killed(self, text, *args, **kwargs):
-        real_write(self, text[: len(text) // 2], *args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Path, "write_text", killed)
-    with pytest.raises(KeyboardInterrupt):
-        _write_json(path, {"tasks": 5, "model": {"adapter": "x" * 100}})
-    monkeypatch.undo()
-    assert json.loads(path.read_text(encoding="utf-8")) == {"tasks": 4}  # the old file, whole
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left

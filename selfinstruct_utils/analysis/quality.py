@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from ..records import atomic_open
+
 __all__ = ["QUESTIONS", "ANSWERS", "PAPER_TABLE2", "sample_for_review", "save_sheet", "load_sheet", "open_review_sheet",
            "review_shortfall", "load_review_sheets", "quality_table"]
 
@@ -67,10 +69,8 @@ def sample_for_review(df: pd.DataFrame, n: int = 200, *, seed: int = 0) -> pd.Da
 def save_sheet(sheet: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a sheet as CSV (UTF-8), atomically, so an interrupted save never loses answers."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    sheet.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        sheet.to_csv(fh, index=False)
     return path
 
 
