@@ -27,13 +27,14 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .data import CACHE_DIR, DATASETS, RAW, DatasetInfo
 
-__all__ = ["GROUPS", "DownloadError", "download", "files_of", "count_records"]
+__all__ = ["GROUPS", "DownloadError", "download", "fetch", "mirrored", "files_of", "count_records"]
 
 #: The groups ``--what`` accepts, in the order ``all`` fetches them.
 GROUPS = ("seeds", "paper", "superni", "alpaca")
@@ -95,6 +96,21 @@ def count_records(path: str | os.PathLike) -> int:
     return count
 
 
+def _published_check(entry: DatasetInfo) -> Callable[[Path, str], None]:
+    """A :func:`fetch` check: every record parses, the record count is the registry's ``expected``, and the
+    size and SHA-256 are the published ones (where the registry knows them)."""
+
+    def check(part: Path, url: str) -> None:
+        found = count_records(part)  # every record must parse
+        if entry.expected is not None and found != entry.expected:
+            raise DownloadError(
+                f"{url} holds {found:,} records, the published file {entry.expected:,}: kept as {part}, "
+                f"not as {part.name[:-5]}. Delete it and run again, or accept it with --no-check (check=False).")
+        _check_published(part, entry, url)
+
+    return check
+
+
 def _check_published(part: Path, entry: DatasetInfo, url: str) -> None:
     """Compare a whole ``.part`` file with the registry's published size and SHA-256 (where known)."""
     if entry.size is not None and part.stat().st_size != entry.size:
@@ -112,11 +128,59 @@ def _check_published(part: Path, entry: DatasetInfo, url: str) -> None:
                                 "it with --no-check (check=False).")
 
 
-def _fetch(url: str, target: Path, *, timeout: float, progress: bool, hint: str | None = None) -> None:
-    """Download ``url`` into ``target``'s ``.part`` file, resuming it; raise unless the body is whole.
+def mirrored(url: str, mirror: str | None = None) -> str:
+    """``url`` with its ``https://raw.githubusercontent.com`` prefix replaced by ``mirror``.
 
-    ``hint``: what else the user can do when the machine is offline (default: point SELFINSTRUCT_DATA at a
-    folder that has the file, which is where :func:`~selfinstruct_utils.data.data_dir` looks)."""
+    Args:
+        url: a URL of the original files.
+        mirror: a base URL laid out as ``<owner>/<repo>/<branch>/<path>``; None: ``$SELFINSTRUCT_MIRROR``;
+            empty (or neither set): ``url`` unchanged. A URL outside raw.githubusercontent.com is never changed.
+    """
+    mirror = mirror if mirror is not None else os.environ.get("SELFINSTRUCT_MIRROR")
+    if not mirror or not url.startswith(RAW):
+        return url
+    return mirror.rstrip("/") + url[len(RAW):]
+
+
+def fetch(url: str, target: str | os.PathLike, *, mirror: str | None = None, timeout: float = 60.0,
+          progress: bool = False, hint: str | None = None,
+          check: Callable[[Path, str], None] | None = None) -> Path:
+    """The kit's one downloader: fetch ``url`` (through :func:`mirrored`) into ``target``.
+
+    The body goes to ``<target>.part`` first; an interrupted download resumes from it with an HTTP
+    ``Range`` request (from the start when the server ignores it). Only a whole body (as long as the
+    server announced) that ``check`` accepts is renamed to ``target``; otherwise the ``.part`` file stays
+    for the next attempt (or for deletion, as the error says).
+
+    Args:
+        url: the original URL (``https://raw.githubusercontent.com/...``).
+        target: the final file; its folder must exist.
+        mirror: see :func:`mirrored` (default ``$SELFINSTRUCT_MIRROR``).
+        timeout: seconds to wait for the server, per connection and per read.
+        progress: a progress bar in bytes.
+        hint: what else the user can do when the machine is offline (default: point SELFINSTRUCT_DATA at a
+            folder that has the file, which is where :func:`~selfinstruct_utils.data.data_dir` looks).
+        check: called as ``check(part_path, url)`` on the whole ``.part`` file before the rename; raises
+            :class:`DownloadError` to keep the final name untouched.
+    Returns:
+        ``target`` as a Path.
+    Raises:
+        DownloadError: offline or unreachable (the message names the URL and ``hint``), an HTTP error, a
+            body cut short, a ``.part`` file that is not a part of the server's file (416 answer), or
+            whatever ``check`` raises.
+    """
+    target = Path(target)
+    url = mirrored(url, mirror)
+    _download_part(url, target, timeout=timeout, progress=progress, hint=hint)
+    part = target.with_name(target.name + ".part")
+    if check is not None:
+        check(part, url)
+    os.replace(part, target)
+    return target
+
+
+def _download_part(url: str, target: Path, *, timeout: float, progress: bool, hint: str | None) -> None:
+    """Download ``url`` into ``target``'s ``.part`` file, resuming it; raise unless the body is whole."""
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -177,7 +241,8 @@ def download(
         dest: target folder (default: the user cache, which :func:`~selfinstruct_utils.data.data_dir`
             searches last).
         what: the group(s) to fetch (:data:`GROUPS` or ``"all"``; default ``"seeds"``).
-        files: instead of ``what``, these paths of :data:`~selfinstruct_utils.data.ORIGINAL_FILES`.
+        files: instead of ``what``, these ``path`` values of downloadable :data:`~selfinstruct_utils.data.DATASETS`
+            entries.
         mirror: a base URL standing in for ``https://raw.githubusercontent.com`` (a local mirror laid out
             as ``<owner>/<repo>/<branch>/<path>``; default: ``$SELFINSTRUCT_MIRROR``, else the original).
         check: before giving a file its final name, parse every record, and compare the record count
@@ -205,26 +270,16 @@ def download(
         entries = [by_path[f] for f in files]
     else:
         entries = files_of(what)
-    mirror = mirror if mirror is not None else os.environ.get("SELFINSTRUCT_MIRROR")
     failures: list[DownloadError] = []
     for entry in entries:  # every file is tried; the failures are reported together at the end
         target = dest / entry.path
         if target.is_file():
             continue
-        url = mirror.rstrip("/") + entry.url[len(RAW):] if mirror else entry.url
         made = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _fetch(url, target, timeout=timeout, progress=progress)
-            part = target.with_name(target.name + ".part")
-            if check:
-                found = count_records(part)  # every record must parse
-                if entry.expected is not None and found != entry.expected:
-                    raise DownloadError(
-                        f"{url} holds {found:,} records, the published file {entry.expected:,}: kept as {part}, "
-                        f"not as {target.name}. Delete it and run again, or accept it with --no-check (check=False).")
-                _check_published(part, entry, url)
-            os.replace(part, target)
+            fetch(entry.url, target, mirror=mirror, timeout=timeout, progress=progress,
+                  check=_published_check(entry) if check else None)
         except DownloadError as err:
             failures.append(err)
             for folder in made:  # folders this attempt created and left empty go again

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from .data import CACHE_DIR, RAW
-from .download import DownloadError, _fetch
+from .download import DownloadError, fetch
 from .records import DataFormatError
 from .templates import KIT_TEMPLATES, FewShotTemplate, InstructionTemplate, TemplateSet
 
@@ -133,20 +133,17 @@ def released_templates(cache: str | os.PathLike | None = None, *, mirror: str | 
             where to copy the file by hand.
     """
     folder = Path(cache) if cache is not None else CACHE_DIR / "released"
-    mirror = mirror if mirror is not None else os.environ.get("SELFINSTRUCT_MIRROR")
-    base = (mirror.rstrip("/") if mirror else RAW) + f"/{RELEASED_REPO}/"
     for rel in RELEASED_FILES.values():
         target = folder / rel
         if target.is_file():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _fetch(base + rel, target, timeout=timeout, progress=progress,
-                   hint="set SELFINSTRUCT_MIRROR to a mirror of the raw files (these files are looked for only "
-                        f"in {folder}, never in SELFINSTRUCT_DATA)")
+            fetch(f"{RAW}/{RELEASED_REPO}/{rel}", target, mirror=mirror, timeout=timeout, progress=progress,
+                  hint="set SELFINSTRUCT_MIRROR to a mirror of the raw files (these files are looked for only "
+                       f"in {folder}, never in SELFINSTRUCT_DATA)")
         except DownloadError as err:
             raise DownloadError(f"--templates released needs the original repository's prompt files: {err}") from None
-        os.replace(target.with_name(target.name + ".part"), target)
     return parse_released_templates(folder)
 
 

@@ -166,3 +166,37 @@ def test_every_group_is_tried_and_a_404_leaves_no_empty_folder(small_registry, t
     with Mirror({}) as mirror, pytest.raises(DownloadError, match="HTTP 404"):
         download(tmp_path / "only-paper", what="paper", mirror=mirror.url, progress=False)
     assert not (tmp_path / "only-paper").exists()
+
+
+def test_mirrored_replaces_only_the_raw_prefix(monkeypatch):
+    from selfinstruct_utils.download import mirrored
+
+    url = f"{RAW}/yizhongw/self-instruct/main/data/x.jsonl"
+    monkeypatch.delenv("SELFINSTRUCT_MIRROR", raising=False)
+    assert mirrored(url) == url
+    assert mirrored(url, "http://m:8/") == "http://m:8/yizhongw/self-instruct/main/data/x.jsonl"
+    monkeypatch.setenv("SELFINSTRUCT_MIRROR", "http://env")
+    assert mirrored(url) == "http://env/yizhongw/self-instruct/main/data/x.jsonl"
+    assert mirrored(url, "") == url  # an explicit empty mirror: the original
+    assert mirrored("https://example.org/a.json") == "https://example.org/a.json"
+
+
+def test_released_templates_resume_through_the_same_fetch_and_mirror_variable(tmp_path, monkeypatch):
+    """The released prompts go through download.fetch: $SELFINSTRUCT_MIRROR, a .part file, a Range resume."""
+    from selfinstruct_utils.released import RELEASED_FILES, RELEASED_REPO, released_templates
+
+    files = {f"/{RELEASED_REPO}/{rel}": (f"# {role}\n".encode() * 40) for role, rel in RELEASED_FILES.items()}
+    first = f"/{RELEASED_REPO}/{RELEASED_FILES['classification']}"
+    cache = tmp_path / "released"
+    with Mirror(files) as mirror:
+        monkeypatch.setenv("SELFINSTRUCT_MIRROR", mirror.url)
+        mirror.cut_once[first] = 100
+        with pytest.raises(DownloadError, match="stopped after 100 of"):
+            released_templates(cache)
+        part = cache / (RELEASED_FILES["classification"] + ".part")
+        assert part.stat().st_size == 100 and not part.with_suffix("").exists()
+        with pytest.raises(Exception):  # the files are fetched whole, then their (missing) strings are refused
+            released_templates(cache)
+    assert mirror.log[:2] == [(first, None), (first, "bytes=100-")]
+    assert (cache / RELEASED_FILES["classification"]).read_bytes() == files[first]
+    assert not list(cache.rglob("*.part"))
