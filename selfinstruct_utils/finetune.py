@@ -36,6 +36,7 @@ __all__ = [
     "encode_prompt_completion",
     "build_finetuning_data",
     "to_alpaca",
+    "chat_messages",
     "to_chat_messages",
     "to_sharegpt",
     "run_provenance",
@@ -99,14 +100,21 @@ def to_alpaca(examples: Iterable[TrainingExample]) -> list[dict[str, str]]:
     return [e.to_dict() for e in examples]
 
 
+def chat_messages(example: TrainingExample) -> list[dict[str, str]]:
+    """The kit's one chat rendering of an example (``chat_messages.jsonl``, ShareGPT, ``tune(chat=True)``).
+
+    Returns:
+        ``[{"role": "user", "content": instruction (+ a blank line + input, when there is one)},
+        {"role": "assistant", "content": output}]``, every field stripped.
+    """
+    inp = example.input.strip()
+    user = example.instruction.strip() + (f"\n\n{inp}" if inp else "")
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": example.output.strip()}]
+
+
 def to_chat_messages(examples: Iterable[TrainingExample]) -> list[dict]:
-    """Chat finetuning records: the instruction (and input, after a blank line) as the user turn, the
-    output as the assistant turn."""
-    out = []
-    for e in examples:
-        user = e.instruction.strip() + (f"\n\n{e.input.strip()}" if e.input.strip() else "")
-        out.append({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": e.output.strip()}]})
-    return out
+    """Chat finetuning records: ``{"messages": chat_messages(example)}`` per example (:func:`chat_messages`)."""
+    return [{"messages": chat_messages(e)} for e in examples]
 
 
 def build_finetuning_data(

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from .analysis.datasets import load_dataset
-from .finetune import TrainingExample, encode_prompt_completion
+from .finetune import TrainingExample, chat_messages, encode_prompt_completion
 from .records import write_json_atomic
 from .runs import check_config, now_utc, package_versions
 
@@ -325,8 +325,10 @@ def training_data_source(run_dir: str | os.PathLike | None = None, root: str | o
 
 
 def _chat_record(r: dict[str, str]) -> dict[str, list[dict[str, str]]]:
-    user = r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")
-    return {"prompt": [{"role": "user", "content": user}], "completion": [{"role": "assistant", "content": r["output"]}]}
+    """A record as trl's conversational prompt/completion: the user turn and the assistant turn of
+    :func:`~selfinstruct_utils.finetune.chat_messages`."""
+    user, assistant = chat_messages(TrainingExample(r["instruction"], r.get("input") or "", r["output"]))
+    return {"prompt": [user], "completion": [assistant]}
 
 
 @dataclass

@@ -39,6 +39,24 @@ def test_chat_format():
                                   {"role": "assistant", "content": "Bonjour"}]}]
 
 
+def test_one_chat_rendering_serves_the_exports_and_tuning():
+    """chat_messages.jsonl, ShareGPT and tune(chat=True) render an example through one function."""
+    from pathlib import Path
+
+    from selfinstruct_utils.finetune import chat_messages, to_sharegpt
+    from selfinstruct_utils.tune import _chat_record
+
+    ex = TrainingExample(" Translate to French. ", " Good morning\n", " Bonjour ")
+    msgs = chat_messages(ex)
+    assert msgs == [{"role": "user", "content": "Translate to French.\n\nGood morning"},
+                    {"role": "assistant", "content": "Bonjour"}]
+    assert to_chat_messages([ex]) == [{"messages": msgs}]
+    assert _chat_record(ex.to_dict()) == {"prompt": msgs[:1], "completion": msgs[1:]}
+    assert [t["value"] for t in to_sharegpt([ex])[0]["conversations"]] == [m["content"] for m in msgs]
+    package = Path(__file__).resolve().parent.parent / "selfinstruct_utils"
+    assert [p.name for p in package.rglob("*.py") if '"role": "assistant"' in p.read_text(encoding="utf-8")] == ["finetune.py"]
+
+
 def test_step4_on_a_real_original_run(tmp_path, gen2):
     """Feed the original run's raw step-3 texts through step 4 and count what comes out."""
     from selfinstruct_utils.analysis.datasets import original_step3_records
