@@ -35,7 +35,7 @@ def before_templates():
 
     clf = KIT_TEMPLATES.classification
     old = dataclasses.replace(clf, examples=tuple(clf.examples[k] for k in BEFORE_ORDER))
-    tset = dataclasses.replace(KIT_TEMPLATES, name="kit, before (alternating order)", classification=old)
+    tset = KIT_TEMPLATES.with_prompts(name="kit, before (alternating order)", classification=old)
     assert tset.fingerprint()["classification_identification"] == BEFORE_HASH
     return tset
 
