@@ -21,6 +21,11 @@ files whatever order the answers arrive in. Randomness is seeded per request (``
 index), so a resumed run builds the same prompts as an uninterrupted one. Each answer's LM usage goes
 to the run's usage log where the answer is cached, before its record is written.
 
+Every step follows one protocol, :class:`Step` (name, output file, sampling parameters, template,
+``run(ctx, inputs) -> StepResult``); :class:`MapStep` is the shape of steps 2-3 (one request per input
+record, a parser from answer to record), so a new step of that shape is a :class:`MapStep` with a template
+and a parser, placed in :data:`selfinstruct_utils.pipeline.PIPELINE` (or passed as ``pipeline=``).
+
 Clients with a true ``batch_api`` attribute (a batch API: ``complete`` blocks until a whole round
 returns) are driven in rounds instead: steps 2-3 send all remaining requests in one ``complete`` call,
 step 1 sends every request its schedule allows (W per round); the request -> pool mapping, hence
