@@ -19,13 +19,11 @@ __all__ = [
     "paper_or_stand_in",
     "DataNotFoundError",
     "PROJECT_ROOT",
-    "ORIGINAL_FILES",
     "RAW",
     "data_dir",
     "seed_tasks_path",
     "user_oriented_path",
     "predictions_dir",
-    "generated_dir",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -120,10 +118,6 @@ _PUBLISHED = {
 }
 DATASETS = {name: (replace(d, size=_PUBLISHED[d.path][0], sha256=_PUBLISHED[d.path][1]) if d.path in _PUBLISHED else d)
             for name, d in DATASETS.items()}
-
-#: Relative path in the data folder -> URL of the published original, for every downloadable file.
-ORIGINAL_FILES: dict[str, str] = {d.path: d.url for d in DATASETS.values() if d.download and d.url}
-
 
 #: The roles of instruction datasets, the ones the analyses (Table 1, Figures 2-4) compare.
 INSTRUCTION_ROLES = ("seeds", "evaluation", "paper", "stand-in", "related")
@@ -232,8 +226,3 @@ def predictions_dir(root: str | os.PathLike | None = None) -> Path:
     """Folder of the eight models' predictions on the user-oriented instructions."""
     rel = "self_instruct/human_eval/predictions/davinci_predictions.jsonl"
     return (data_dir(root, must_contain=rel) / rel).parent
-
-
-def generated_dir(root: str | os.PathLike | None = None) -> Path:
-    """Folder of real machine-generated datasets (``generated/`` in the shared data)."""
-    return data_dir(root, must_contain="generated") / "generated"

@@ -319,7 +319,7 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
         ConfigChangedError: a fraction's folder holds a run of other data or configuration (from
             :func:`~selfinstruct_utils.tune.tune`).
     """
-    from .tune import TuneConfig, _resolve_base, load_base, load_tuned, training_records, tune
+    from .tune import TuneConfig, load_base, load_tuned, resolve_base, training_records, tune
 
     config = config or TuneConfig()
     for f in fractions:
@@ -345,7 +345,7 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
             final_loss = float(losses["loss"].iloc[-1]) if len(losses) else float("nan")
             identity = result.identity
         else:
-            result, identity = None, _resolve_base(base)[1]
+            result, identity = None, resolve_base(base)[1]
         if _predictions_made_by(folder, name, identity, tasks=n_tasks, max_new_tokens=max_new_tokens):
             preds = load_predictions(folder, models=[name])
         else:  # only now load weights

@@ -47,6 +47,7 @@ __all__ = [
     "LMRequestError",
     "ResponseCache",
     "clean_text",
+    "run_sync",
     "LMClient",
 ]
 
@@ -323,14 +324,22 @@ def _never_reached_the_server(err: BaseException) -> bool:
     return False
 
 
-def _run_sync(coro):
-    """Run a coroutine to completion, also from inside a running loop (Jupyter) via a worker thread."""
+def run_sync(coro):
+    """Run a coroutine to completion and return its result, also from inside a running event loop
+    (Jupyter) by running it on a fresh loop in a worker thread.
+
+    Raises:
+        whatever the coroutine raises.
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+_run_sync = run_sync  # the name generate.py still imports (to be switched to run_sync by its owner)
 
 
 class LMClient:
@@ -581,7 +590,7 @@ class LMClient:
         Raises:
             LMRequestError: a request failed after its retries.
         """
-        return _run_sync(self.acomplete(prompts, params, step=step, request_ids=request_ids, seeds=seeds,
+        return run_sync(self.acomplete(prompts, params, step=step, request_ids=request_ids, seeds=seeds,
                                         on_usage=on_usage))
 
     async def acomplete(

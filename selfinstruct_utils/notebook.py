@@ -131,7 +131,7 @@ def reuse_in_curve(run_dir: str | os.PathLike, untuned: str | os.PathLike, tuned
     Returns:
         One line per reused result (empty when nothing could be reused).
     """
-    from .tune import _sha256_records
+    from .tune import records_sha256
 
     run_dir, curve_dir = Path(run_dir), Path(curve_dir)
     untuned, tuned = Path(untuned), Path(tuned)
@@ -151,7 +151,7 @@ def reuse_in_curve(run_dir: str | os.PathLike, untuned: str | os.PathLike, tuned
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         identity = manifest.get("identity", {})
         same = (manifest.get("complete") and (run_dir / "adapter").is_dir()
-                and identity.get("data") == _sha256_records(curve_records) and identity.get("config") == config.to_dict())
+                and identity.get("data") == records_sha256(curve_records) and identity.get("config") == config.to_dict())
         if same:
             dest = curve_dir / "frac_1"
             if not (dest / "manifest.json").exists():

@@ -21,6 +21,7 @@ from .records import atomic_open
 
 __all__ = [
     "save",
+    "finish",
     "bar_counts",
     "histogram",
     "histograms",
@@ -67,8 +68,16 @@ def save(fig, name: str, figures_dir: str | os.PathLike | None) -> list[Path]:
     return paths
 
 
-def _finish(fig, name: str | None, figures_dir: str | os.PathLike | None):
-    """Lay out ``fig``, save it as ``name`` (PNG + PDF) when a name is given, and return it."""
+def finish(fig, name: str | None, figures_dir: str | os.PathLike | None):
+    """Lay out ``fig`` (``tight_layout``), save it with :func:`save` when ``name`` is given, and return it.
+
+    Args:
+        fig: a matplotlib Figure.
+        name: file stem (``<figures_dir>/<name>.png`` and ``.pdf``), or None to save nothing.
+        figures_dir: the folder, or None to save nothing.
+    Returns:
+        ``fig``.
+    """
     fig.tight_layout()
     if name:
         save(fig, name, figures_dir)
@@ -90,7 +99,7 @@ def bar_counts(counts: Mapping[str, int], *, title: str, xlabel: str = "count", 
     ax.set_title(title)
     ax.set_xlim(0, max(values + [1]) * 1.15)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole counts: no 0.5 tick
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -120,7 +129,7 @@ def histogram(values: Sequence[float], *, title: str, xlabel: str, bins: int | S
     ax.set_ylabel(f"count (n = {len(values)})")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
-    return _finish(ax.figure, name, figures_dir)
+    return finish(ax.figure, name, figures_dir)
 
 
 @_styled
@@ -151,7 +160,7 @@ def request_seconds(seconds: Sequence[float], labels: Sequence[str], *, title: s
     ax.set_xlim(0, float(values.max()) * 1.9 if len(values) else 1)
     ax.set_xlabel("seconds per request (dots: each request; bar: median)")
     ax.set_title(title)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -189,7 +198,7 @@ def verb_noun_sunburst(table, *, title: str = "Top verbs (inner) and their direc
            rotatelabels=True)
     ax.set_title(title)
     ax.set(aspect="equal")
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -212,7 +221,7 @@ def length_distributions(lengths, *, title: str = "Length distributions", name: 
         else:
             ax.set_title(f"{field} (none)")
     fig.suptitle(title)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -244,7 +253,7 @@ def rating_distribution(counts, *, title: str = "Ratings per model", name: str |
     ax.set_xlabel("share of the model's rated responses (%)")
     ax.legend(title="rating", loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_title(title)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -267,7 +276,7 @@ def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wil
     ax.set_xlabel("answered 'yes' (%)")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -277,7 +286,7 @@ def histograms(series: Mapping[str, Sequence[float]], *, xlabel: str, bins: int 
     fig, axes = plt.subplots(1, max(1, len(series)), figsize=(4.2 * max(1, len(series)), 3.4), squeeze=False)
     for ax, (label, values) in zip(axes[0], series.items(), strict=False):
         histogram(values, title=label, xlabel=xlabel, bins=bins, ax=ax)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -289,7 +298,7 @@ def score_boxplot(table, *, x: str, y: str, title: str, xlabel: str, name: str |
     sns.boxplot(data=table, y=y, x=x, order=order, ax=ax, color=sns.color_palette()[0])
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -309,7 +318,7 @@ def loss_curve(losses, *, title: str = "Training loss (completion tokens)", name
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats per token)")
     ax.set_title(title)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
 
 
 @_styled
@@ -339,4 +348,4 @@ def data_size_curve(curve, *, title: str = "Instruction tuning: response quality
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)

@@ -48,6 +48,8 @@ __all__ = [
     "BaseModel",
     "TuneResult",
     "load_base",
+    "resolve_base",
+    "records_sha256",
     "training_records",
     "tune",
     "load_tuned",
@@ -180,13 +182,25 @@ def load_base(base: str | os.PathLike | None = None, *, device: str = "auto", dt
         OSError: a model id that cannot be fetched offline (the message is ``transformers``').
     """
     _require_train_extra()
-    source, identity = _resolve_base(base)
+    source, identity = resolve_base(base)
     return _load(source, identity, device=device, dtype=dtype)
 
 
-def _resolve_base(base: str | os.PathLike | None) -> tuple[str | Path, dict[str, Any]]:
+def resolve_base(base: str | os.PathLike | None) -> tuple[str | Path, dict[str, Any]]:
     """Where to load ``base`` from, and its identity, without loading its weights (a GGUF is converted
-    once into the cache here)."""
+    once into the cache here).
+
+    Args:
+        base: as :func:`load_base` takes it (a Hub id, a model folder, a ``.gguf`` file, or None for the
+            embedded SmolLM2-135M-Instruct GGUF).
+    Returns:
+        (the folder or Hub id to load from, identity ``{"kind", "name", "id"}``): ``kind`` "gguf" (``id``
+        ``"gguf-sha256:<hex>"`` of the file; the source is its converted folder in the cache) or "hf"
+        (``id`` the Hub commit hash, else the folder's resolved path).
+    Raises:
+        FileNotFoundError: a ``.gguf`` file that does not exist; OSError: from ``transformers`` for a folder
+            without a model or a Hub id not reachable.
+    """
     from .local_lm import default_gguf_path, gguf_identity
 
     gguf = default_gguf_path() if base is None else (Path(base) if str(base).endswith(".gguf") else None)
@@ -215,7 +229,9 @@ def _load(source: str | Path, identity: dict[str, Any], *, device: str, dtype: s
     return BaseModel(model, tokenizer, identity)
 
 
-def _sha256_records(records: Sequence[dict]) -> str:
+def records_sha256(records: Sequence[dict]) -> str:
+    """``"sha256:<hex>"`` of the records in order, each as sorted-key JSON plus a newline: the training
+    data's identity in a tuning manifest (equal dicts give equal hashes whatever their key order)."""
     h = hashlib.sha256()
     for r in records:
         h.update(json.dumps(r, sort_keys=True, ensure_ascii=False).encode())
@@ -223,18 +239,16 @@ def _sha256_records(records: Sequence[dict]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | None = None, seed: int = 42,
-                     instructions: int | None = None) -> list[dict[str, str]]:
+def training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | None = None,
+                     seed: int = 42) -> list[dict[str, str]]:
     """Prompt/completion records for :func:`tune`, from any instruction dataset.
 
     Args:
         source: a run directory (its filtered instances), a finetuning file (the paper's
             ``gpt3_finetuning_data.jsonl``, the kit's ``prompt_completion.jsonl``, Alpaca's JSON...) or a
             DataFrame; anything :func:`~selfinstruct_utils.analysis.datasets.load_dataset` reads.
-        limit: keep this many examples (a seeded sample, before ``instructions``).
+        limit: keep this many examples (a seeded sample).
         seed: the sample and the template each example is encoded with.
-        instructions: keep the examples of this many distinct instructions (a seeded sample; for the
-            data-size curve, paper Figure 7).
     Returns:
         One dict per example: ``prompt``, ``completion`` (the paper's template variants, Sec. 2.3, without
         an end-of-text marker: the trainer appends the tokenizer's own), ``instruction``, ``input`` and
@@ -244,7 +258,7 @@ def training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | N
     Raises:
         DataFormatError, FileNotFoundError: from the loader; ValueError: no example has an output.
     """
-    records, skipped = _training_records(source, limit=limit, seed=seed, instructions=instructions)
+    records, skipped = _training_records(source, limit=limit, seed=seed)
     _warn_skipped(source, skipped)
     return records
 
@@ -254,8 +268,8 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | None, seed: int,
-                      instructions: int | None = None) -> tuple[list[dict[str, str]], dict[str, int]]:
+def _training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | None,
+                      seed: int) -> tuple[list[dict[str, str]], dict[str, int]]:
     """:func:`training_records` and the rows left out, by reason (``no_output``, ``no_instruction``)."""
     df = load_dataset(source)
     skipped: Counter = Counter()
@@ -275,9 +289,6 @@ def _training_records(source: str | os.PathLike | pd.DataFrame, *, limit: int | 
     if limit is not None:
         order = order[:limit]
     rows = df.iloc[order]
-    if instructions is not None:
-        keep = list(dict.fromkeys(rows["instruction"].map(_text)))[:instructions]
-        rows = rows[rows["instruction"].map(_text).isin(set(keep))]
     out = []
     for r in rows.itertuples(index=False):
         ex = TrainingExample(_text(r.instruction), _text(r.input), _text(r.output))
@@ -431,8 +442,8 @@ def tune(
         raise ValueError(f"no training records ({', '.join(f'{n} {k}' for k, n in skipped.items()) or 'none given'})")
     data_info = {"source": source, "examples": len(records),
                  "instructions": len({r.get("instruction", r["prompt"]) for r in records}),
-                 "skipped": skipped, "sha256": _sha256_records(records)}
-    source_dir, identity = _resolve_base(base)  # the checks below need no weights loaded
+                 "skipped": skipped, "sha256": records_sha256(records)}
+    source_dir, identity = resolve_base(base)  # the checks below need no weights loaded
     manifest_path = out / "manifest.json"
     stored = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
     wanted = {"base": {"kind": identity["kind"], "id": identity["id"]}, "data": data_info["sha256"],
@@ -622,3 +633,6 @@ def completion_loss(model, tokenizer, records: Sequence[dict], *, batch_size: in
         total += float(loss)
         count += int((shift_labels != -100).sum())
     return total / count if count else float("nan")
+
+
+_resolve_base = resolve_base  # the name benchmarks/bench_outcome.py still imports (switch it to resolve_base)

@@ -281,13 +281,13 @@ def _write_predictions(path, tasks: int, max_new_tokens: int) -> None:
 
 def test_the_curve_reuses_the_main_run_only_when_the_manifest_shows_the_same_computation(tmp_path):
     from selfinstruct_utils.notebook import reuse_in_curve
-    from selfinstruct_utils.tune import _sha256_records
+    from selfinstruct_utils.tune import records_sha256
 
     records = [{"instruction": f"task {k // 2}", "prompt": f"p{k}", "completion": f"c{k}"} for k in range(6)]
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
-    manifest = {"complete": True, "identity": {"base": {"kind": "gguf", "id": "x"}, "data": _sha256_records(records),
+    manifest = {"complete": True, "identity": {"base": {"kind": "gguf", "id": "x"}, "data": records_sha256(records),
                                                "config": {"learning_rate": 3e-4}}}
     (run / "manifest.json").write_text(json.dumps(manifest))
     preds = tmp_path / "predictions"

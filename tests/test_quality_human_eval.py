@@ -119,7 +119,7 @@ def test_predictions_load(predictions):
 
 def test_rating_sheet_hides_models(tmp_path, predictions):
     sheet, key = he.rating_sheet(predictions, seed=7, tasks=list(range(20)))
-    sheet_path, key_path = he.save_rating_sheet(sheet, key, tmp_path)
+    sheet_path, key_path = he.open_rating_sheet(predictions, tmp_path, "r", seed=7, tasks=list(range(20)))
     text = sheet_path.read_text()
     assert "model" not in sheet.columns
     for m in MODELS:
@@ -136,7 +136,7 @@ def test_rating_sheet_hides_models(tmp_path, predictions):
 
 def test_ratings_by_model_and_rating_widget(tmp_path, predictions):
     sheet, key = he.rating_sheet(predictions, seed=0, tasks=[0, 1])
-    sheet_path, _ = he.save_rating_sheet(sheet, key, tmp_path)
+    sheet_path, _ = he.open_rating_sheet(predictions, tmp_path, "r", seed=0, tasks=[0, 1])
     ann = rating_annotator(sheet_path)
     for k in range(len(sheet)):
         ann.answer(rating="ABCD"[k % 4])
@@ -182,8 +182,6 @@ def test_each_rater_has_a_sheet_that_is_never_overwritten(tmp_path, predictions)
     before = sheet_1.read_bytes()
     assert he.open_rating_sheet(predictions, tmp_path, "rater 1", tasks=[0, 1])[0] == sheet_1
     assert sheet_1.read_bytes() == before  # opened again (a notebook re-run): the ratings stay
-    with pytest.raises(FileExistsError):
-        he.save_rating_sheet(*he.rating_sheet(predictions, tasks=[0]), tmp_path, name="rating_rater_1")
     with pytest.raises(ValueError, match="another sheet"):
         he.open_rating_sheet(predictions, tmp_path, "rater 3", tasks=[2])
     ratings = he.load_all_ratings(tmp_path)

@@ -27,6 +27,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import cohen_kappa_score
 
 from ..records import DataFormatError, read_jsonl
+from .quality import rater_file_name, save_sheet
 
 __all__ = [
     "SCALE",
@@ -34,12 +35,10 @@ __all__ = [
     "PAPER_AGREEMENT",
     "load_predictions",
     "rating_sheet",
-    "save_rating_sheet",
     "load_ratings",
     "ratings_by_model",
     "agreement",
     "rouge_by_model",
-    "rater_file_name",
     "open_rating_sheet",
     "load_all_ratings",
     "agreement_between_raters",
@@ -163,29 +162,6 @@ def rating_sheet(predictions: pd.DataFrame, *, seed: int = 0, tasks: list[int] |
     return pd.DataFrame(rows), pd.DataFrame(keys)
 
 
-def save_rating_sheet(sheet: pd.DataFrame, key: pd.DataFrame, folder: str | os.PathLike, *, name: str = "rating_sheet",
-                      overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``<name>.csv`` (for raters) and ``<name>.key.csv`` (model identities) into ``folder``.
-
-    Raises:
-        FileExistsError: the sheet exists and ``overwrite`` is False (a sheet may hold a rater's answers).
-    """
-    from .quality import save_sheet
-
-    folder = Path(folder)
-    if not overwrite and (folder / f"{name}.csv").exists():
-        raise FileExistsError(f"{folder / f'{name}.csv'} exists and may hold ratings: it is never overwritten")
-    return save_sheet(sheet, folder / f"{name}.csv"), save_sheet(key, folder / f"{name}.key.csv")
-
-
-def rater_file_name(rater: str) -> str:
-    """A file-name-safe form of a rater's name (letters, digits, ``-``, ``_``, ``.``)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", rater.strip())
-    if not name.strip("._"):
-        raise ValueError(f"rater name {rater!r} gives no usable file name")
-    return name
-
-
 def open_rating_sheet(predictions: pd.DataFrame, folder: str | os.PathLike, rater: str, *, seed: int = 0,
                       tasks: list[int] | None = None) -> tuple[Path, Path]:
     """This rater's blind sheet ``rating_<rater>.csv`` and the shared key ``rating_key.csv`` in ``folder``.
@@ -200,8 +176,6 @@ def open_rating_sheet(predictions: pd.DataFrame, folder: str | os.PathLike, rate
     """
     folder = Path(folder)
     sheet, key = rating_sheet(predictions, seed=seed, tasks=tasks)
-    from .quality import save_sheet
-
     key_path = folder / "rating_key.csv"
     if key_path.exists():
         stored = pd.read_csv(key_path, dtype={"item": int, "model": str})

@@ -9,6 +9,7 @@ same file. :func:`quality_table` turns completed sheets into Table 2 with 95% Wi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from scipy.stats import binomtest
 
 from ..records import atomic_open
 
-__all__ = ["QUESTIONS", "ANSWERS", "PAPER_TABLE2", "sample_for_review", "save_sheet", "load_sheet", "open_review_sheet",
+__all__ = ["QUESTIONS", "ANSWERS", "PAPER_TABLE2", "sample_for_review", "rater_file_name", "save_sheet", "load_sheet", "open_review_sheet",
            "review_shortfall", "load_review_sheets", "quality_table"]
 
 #: The three questions a rater answers per item (paper Table 2, in our words); "all fields valid" is
@@ -66,6 +67,19 @@ def sample_for_review(df: pd.DataFrame, n: int = 200, *, seed: int = 0) -> pd.Da
     return sheet[_SHEET_COLUMNS]
 
 
+def rater_file_name(rater: str) -> str:
+    """A file-name-safe form of a rater's name (letters, digits, ``-``, ``_``, ``.``), for the review
+    sheets here and the rating sheets of :mod:`~selfinstruct_utils.analysis.human_eval`.
+
+    Raises:
+        ValueError: the name has no letter or digit left.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", rater.strip())
+    if not name.strip("._"):
+        raise ValueError(f"rater name {rater!r} gives no usable file name")
+    return name
+
+
 def save_sheet(sheet: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a sheet as CSV (UTF-8), atomically, so an interrupted save never loses answers."""
     path = Path(path)
@@ -108,8 +122,6 @@ def open_review_sheet(df: pd.DataFrame, folder: str | os.PathLike, rater: str, *
     Returns:
         The sheet's path.
     """
-    from .human_eval import rater_file_name
-
     path = Path(folder) / f"review_{rater_file_name(rater)}.csv"
     if not path.exists():
         sheet = sample_for_review(df, n, seed=seed)
