@@ -75,9 +75,10 @@ def _decided(pool, cands, batch, **kw):
 
 def test_novelty_pool_matches_reference_loop_on_real_data(real_instructions, seeds):
     rng = random.Random(1)
-    cands = rng.sample(real_instructions[427:], 250)
-    # add near-duplicates so that both decisions occur many times
-    cands += [c.replace("the", "a", 1) for c in cands[:60]] + cands[60:90]
+    cands = rng.sample(real_instructions[427:], 100)
+    # add near-duplicates so that both decisions occur many times, some of them close to the threshold
+    # (seeds with a fifth of their words swapped score 0.5-0.9: 8 rejections below 0.8, accepted ones above 0.6)
+    cands += [c.replace("the", "a", 1) for c in cands[:30]] + cands[30:45] + near_duplicates(seeds, 40, 2)
     rng.shuffle(cands)
     want = reference_filter(cands, seeds)
     pool = NoveltyPool(seeds)
