@@ -84,6 +84,9 @@ class NoveltyPool:
     """
 
     _TAIL = 2048  # pool texts kept out of the big presence matrix until it is rebuilt
+    #: A chunk whose (candidate, pool text) pairs are at most this many is scored pair by pair (one
+    #: thread) instead of pruned: below it the sparse product costs more than the LCS kernel it saves.
+    brute_pairs = 20_000
 
     def __init__(self, pool: Sequence[str] = (), *, unicode: bool = False, workers: int = -1, chunk: int = 256):
         if chunk < 1:
@@ -199,6 +202,8 @@ class NoveltyPool:
         if not pool or not codes:
             return out
         t = threshold - 1e-9  # slack: never prune a pair whose float F1 could still reach the threshold
+        if len(codes) * len(pool) <= self.brute_pairs:
+            return self._best_in_pool_brute(codes, t)
         m = _lengths(codes).astype(np.int64)
         pairs_i: list[np.ndarray] = []
         pairs_j: list[np.ndarray] = []
@@ -227,6 +232,19 @@ class NoveltyPool:
         for k in first.tolist():
             out[int(rows[k])] = (float(f1[k]), int(cols[k]))
         return out
+
+    def _best_in_pool_brute(self, codes: list[str], t: float) -> list[tuple[float, int] | None]:
+        """:meth:`_best_in_pool` by scoring every (code, pool text) pair on one thread: for a few
+        candidates against a pool of some thousands, cheaper than building the pruning's sparse product.
+        A best F1 below ``t`` is reported as None, which decides as the pruned path does (a pool text
+        under the threshold never rejects a candidate, and every pool text at or above it is scored by
+        both paths, so the maximum and its earliest index agree)."""
+        pool = self.index.codes
+        lcs = process.cdist(codes, pool, scorer=LCSseq.similarity, dtype=np.int32, workers=1)
+        f1 = _f1(lcs, _lengths(codes)[:, None], self.index.lengths().astype(np.float64)[None, :])
+        best = f1.argmax(axis=1)  # the first maximum: the earliest pool text among equals
+        top = f1[np.arange(len(codes)), best]
+        return [(float(v), int(j)) if v >= t else None for v, j in zip(top.tolist(), best.tolist(), strict=True)]
 
     def _bound_survivors(self, codes: list[str], t: float) -> tuple[np.ndarray, np.ndarray]:
         """(candidate index, pool index) of every pair whose LCS bound reaches ``t*(m+n)/2`` (see the
@@ -266,11 +284,12 @@ class NoveltyPool:
         keys = tokens[start[row_c][entry_row] + offset] * n_bands + row_b[entry_row]
         lens = self.index.lengths()
         out_c, out_j = [], []
-        for matrix, first in self._presence_matrices():
-            inside = keys < matrix.shape[0]
+        for matrix, first, row_keys in self._presence_matrices():
+            pos = np.searchsorted(row_keys, keys)  # a key's row in this matrix (absent keys: no row)
+            inside = row_keys[np.minimum(pos, len(row_keys) - 1)] == keys
             indptr = np.zeros(len(row_c) + 1, dtype=np.int64)
             np.cumsum(np.bincount(entry_row[inside], minlength=len(row_c)), out=indptr[1:])
-            counts = sparse.csr_matrix((np.ones(int(indptr[-1]), dtype=np.int32), keys[inside], indptr),
+            counts = sparse.csr_matrix((np.ones(int(indptr[-1]), dtype=np.int32), pos[inside], indptr),
                                        shape=(len(row_c), matrix.shape[0]))
             product = counts @ matrix  # hits: a row's chosen occurrences whose token the pool text holds
             per_row = np.diff(product.indptr)
@@ -304,28 +323,37 @@ class NoveltyPool:
         self._band_sizes += np.bincount(_band_of(self.index.lengths()[synced:]), minlength=len(_BAND_LO))
 
     def _presence_matrices(self):
-        """[(matrix, index of its first pool text)]: the big band-keyed presence matrix and the tail of texts
-        added since it was built (rebuilt when the tail exceeds :attr:`_TAIL` texts)."""
+        """[(matrix, index of its first pool text, its row keys)]: the big band-keyed presence matrix and the
+        tail of texts added since it was built (rebuilt when the tail exceeds :attr:`_TAIL` texts)."""
         n = len(self._distinct)
         if self._presence is None or n - self._presence_n > self._TAIL:
             self._presence_n = n
             self._presence = self._presence_matrix(0, n)
             self._tail = None
-        out = [(self._presence, 0)]
+        out = [(*self._presence, 0)]
         if n > self._presence_n:
             if self._tail is None or self._tail[0] != n:
                 self._tail = (n, self._presence_matrix(self._presence_n, n))
-            out.append((self._tail[1], self._presence_n))
-        return out
+            out.append((*self._tail[1], self._presence_n))
+        return [(matrix, first, row_keys) for matrix, row_keys, first in out]
 
     def _presence_matrix(self, lo: int, hi: int):
-        """Pool texts lo..hi-1 as a CSR matrix: row ``token * bands + band of the text``, one column per text."""
+        """Pool texts lo..hi-1 as (CSR matrix, row keys): one row per key ``token * bands + band of the
+        text`` that occurs (``row keys``, sorted), one column per text. Only occurring keys get a row, so
+        building it costs the texts' tokens, not the vocabulary times the bands (which made a small tail
+        as dear as the whole pool)."""
         from scipy import sparse
 
         distinct = self._distinct[lo:hi]
         tokens = np.frombuffer("".join(distinct).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         items = np.repeat(np.arange(hi - lo), [len(d) for d in distinct])
         bands = _band_of(self.index.lengths(hi)[lo:])
-        keys = tokens * len(_BAND_LO) + bands[items]
-        n_keys = int(keys.max()) + 1 if len(keys) else 1
-        return sparse.csr_matrix((np.ones(len(keys), dtype=np.int32), (keys, items)), shape=(n_keys, hi - lo))
+        row_keys, rows = np.unique(tokens * len(_BAND_LO) + bands[items], return_inverse=True)
+        if not len(row_keys):  # only empty texts: one row that no key reaches
+            row_keys = np.array([-1], dtype=np.int64)
+        rows = rows.reshape(-1)
+        indptr = np.zeros(len(row_keys) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(row_keys)), out=indptr[1:])
+        columns = items[np.argsort(rows, kind="stable")]  # each row's texts in increasing order
+        matrix = sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), columns, indptr), shape=(len(row_keys), hi - lo))
+        return matrix, row_keys

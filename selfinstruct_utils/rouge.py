@@ -220,6 +220,11 @@ class RougeIndex:
         """Token counts of the pool's first ``upto`` texts (default all): int32 array, a copy."""
         return np.frombuffer(self._lens, dtype=np.int32)[:upto].copy()
 
+    def _workers(self, rows: int) -> int:
+        """Threads for a kernel call of ``rows`` queries: rapidfuzz shares the queries among its threads,
+        so one query runs on one (more threads only cost their start: 3x the CPU, measured)."""
+        return self.workers if rows > 1 else 1
+
     def _step(self, m: int) -> int:
         return max(1, self.chunk_pairs // max(1, m))
 
@@ -232,7 +237,7 @@ class RougeIndex:
         step = self._step(len(pool))
         for lo in range(0, len(codes), step):
             chunk = codes[lo : lo + step]
-            lcs = process.cdist(chunk, pool, scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
+            lcs = process.cdist(chunk, pool, scorer=LCSseq.similarity, dtype=np.int32, workers=self._workers(len(chunk)))
             yield lo, _f1(lcs, _lengths(chunk)[:, None], lens)
 
     def scores(self, texts: Sequence[str], *, dtype: type = np.float64) -> np.ndarray:
@@ -263,7 +268,7 @@ class RougeIndex:
         for lo in range(0, len(codes), step):
             chunk = codes[lo : lo + step]
             sim = process.cdist(chunk, self.codes, scorer=Indel.normalized_similarity, dtype=np.float64,
-                                workers=self.workers)
+                                workers=self._workers(len(chunk)))
             best = sim.max(axis=1)
             ties = sim == best[:, None]
             del sim
@@ -272,7 +277,7 @@ class RougeIndex:
             if not len(rows):
                 continue
             lcs = process.cpdist([chunk[i] for i in rows.tolist()], [self.codes[j] for j in cols.tolist()],
-                                 scorer=LCSseq.similarity, dtype=np.int32, workers=self.workers)
+                                 scorer=LCSseq.similarity, dtype=np.int32, workers=self._workers(len(rows)))
             f1 = _f1(lcs, _lengths(chunk)[rows], pool_lens[cols])
             starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
             out[lo + rows[starts]] = np.maximum.reduceat(f1, starts)
@@ -297,7 +302,18 @@ class RougeIndex:
             return [([], 0.0) for _ in texts]
         out = []
         for _, f1 in self._scored_chunks(texts, upto=n):
-            order = np.argsort(-f1, axis=1, kind="stable")[:, :k]
-            for row, idx in zip(f1, order, strict=True):
-                out.append(([(self.texts[j], float(row[j])) for j in idx], float(row.mean())))
+            for row in f1:
+                out.append(([(self.texts[j], float(row[j])) for j in _top_indices(row, k)], float(row.mean())))
         return out
+
+
+def _top_indices(row: np.ndarray, k: int) -> list[int]:
+    """Indices of the k highest values of ``row``, highest first and, among equal values, lowest index
+    first: the first k of a stable argsort of ``-row``, without sorting the whole row. Every value at
+    least the k-th highest is a candidate (ties at the k-th included), kept in index order, then sorted
+    stably."""
+    if k >= len(row) or k <= 0:
+        return np.argsort(-row, kind="stable")[:k].tolist()
+    kth = np.partition(row, len(row) - k)[len(row) - k]  # the k-th highest value
+    cand = np.flatnonzero(row >= kth)
+    return cand[np.argsort(-row[cand], kind="stable")[:k]].tolist()

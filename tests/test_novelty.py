@@ -139,6 +139,7 @@ def test_filter_prunes_with_the_shared_token_bound_and_stays_exact(real_instruct
     cands = near_duplicates(real_instructions, 2600, seed=6)
     pool = NoveltyPool(pool_texts)
     pool._TAIL = 256
+    pool.brute_pairs = 0  # every call through the pruning (small calls are otherwise scored pair by pair)
     got = _decided(pool, cands, 64)
     rejected = sum(not g[0] for g in got)
     assert 100 < rejected < len(cands) - 100
@@ -210,3 +211,25 @@ def test_texts_added_to_the_index_directly_take_part_in_the_filter():
     pool.index.add(["Describe how rain forms in clouds."])  # the filter's state catches up on its next call
     d, = pool.add_novel(["Describe how rain forms in the clouds."])
     assert not d.accepted and d.blocker == "Describe how rain forms in clouds."
+
+
+def test_small_calls_scored_pair_by_pair_decide_as_the_pruned_path(real_instructions, seeds):
+    """Step 1 decides about 3 candidates a request against a pool of some thousands: such calls score
+    every pair on one thread (``brute_pairs``) instead of building the pruning's sparse product. Both
+    paths, forced in turn, give the decisions, scores and blockers of scoring every pair, ties included
+    (near-duplicates of real instructions, threshold exactly hit in both comparisons)."""
+    cands = near_duplicates(real_instructions, 900, seed=11) + seeds[:20] + ["", "!!!"]
+    random.Random(12).shuffle(cands)
+    want = _unpruned_filter(cands, seeds)
+    assert 50 < sum(not w[0] for w in want) < len(cands) - 100
+    for brute_pairs in (0, 10**12):
+        pool = NoveltyPool(seeds)
+        pool.brute_pairs = brute_pairs
+        assert _decided(pool, cands, 3) == want, brute_pairs
+    for comparison in ("gt", "ge"):
+        got = []
+        for brute_pairs in (0, 10**12):
+            pool = NoveltyPool(["a b c d e", "a b c"])
+            pool.brute_pairs = brute_pairs
+            got.append(_decided(pool, ["a b c d", "a b c x y", "q r s"], 1, threshold=6 / 7, comparison=comparison))
+        assert got[0] == got[1], comparison

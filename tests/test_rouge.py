@@ -151,3 +151,13 @@ def test_the_worker_count_reaches_the_lcs_kernel(monkeypatch):
     seen.clear()
     rouge.max_rougeL(queries, pool, workers=2)
     assert seen and all(w == 2 for _, w in seen), seen
+
+
+def test_top_k_selection_equals_a_stable_sort_of_the_whole_row():
+    """top_k picks its neighbours without sorting the whole row: the same indices as the first k of a stable
+    argsort (highest first, the earlier index among equals), on rows full of ties, for every k."""
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        row = rng.integers(0, 5, int(rng.integers(0, 30))) / 4.0
+        for k in (0, 1, 3, 10, len(row), len(row) + 2):
+            assert rouge._top_indices(row, k) == np.argsort(-row, kind="stable")[:k].tolist(), (row, k)
