@@ -255,7 +255,7 @@ class BatchLMClient:
             hit = self.cache.get(key)
             if hit is not None:
                 out[i] = hit
-                usage.cache_hits += 1
+                usage.add(Usage.of_answer(hit))
         todo = [i for i in range(len(prompts)) if out[i] is None]
         if todo:
             unique = len(set(ids)) == len(ids)
@@ -267,16 +267,11 @@ class BatchLMClient:
             start = time.perf_counter()
             results = self._run_round(step, ids[0], tag, lines)
             share = (time.perf_counter() - start) / len(todo)
-            pin, pout = self.price_per_million
             for i in todo:
                 comp = results[cids[i]]
                 comp.seconds = share
                 out[i] = comp
-                usage.requests += 1
-                usage.prompt_tokens += comp.prompt_tokens
-                usage.completion_tokens += comp.completion_tokens
-                usage.seconds += share
-                usage.cost_usd += (comp.prompt_tokens * pin + comp.completion_tokens * pout) / 1e6
+                usage.add(Usage.of_answer(comp, self.price_per_million))
                 self.cache.put(keys[i], comp)
         return out  # type: ignore[return-value]
 
@@ -477,7 +472,8 @@ class ExportingClient:
             if hit is None:
                 missing.append(request_line(f"{step}-{rid}-{key}", self.model, self.api, pr, p))
         if not missing:
-            usage.cache_hits += len(out)
+            for hit in out:
+                usage.add(Usage.of_answer(hit))  # type: ignore[arg-type]
             return out  # type: ignore[return-value]
         path = self.out or self.export_dir / f"export-{step}-{ids[0]}.jsonl"
         write_atomic(path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in missing))

@@ -145,7 +145,12 @@ class Completion:
 
 @dataclass
 class Usage:
-    """Counters of one step: requests, cache hits, tokens, LM seconds (wall), estimated cost (USD)."""
+    """Counters of one step: requests, cache hits, tokens, LM seconds (wall), estimated cost (USD).
+
+    One ledger: the in-memory totals (:attr:`LMClient.usage`) and the run's ``usage.jsonl``
+    (:meth:`~selfinstruct_utils.runs.RunDir.log_request_usage`) both add up :meth:`of_answer`, the usage
+    of one answer, in the order the answers arrive; so for the answers of one run they are equal.
+    """
 
     requests: int = 0
     cache_hits: int = 0
@@ -154,11 +159,25 @@ class Usage:
     seconds: float = 0.0
     cost_usd: float = 0.0
 
+    @classmethod
+    def of_answer(cls, completion: Completion, price_per_million: tuple[float, float] = (0.0, 0.0)) -> Usage:
+        """The usage of one answer: a cache hit counts as one hit and nothing else; a live answer as one
+        request with its tokens, its wall seconds (unrounded) and its cost
+        (``(prompt_tokens * input + completion_tokens * output) / 1e6`` USD at ``price_per_million``)."""
+        if completion.cached:
+            return cls(cache_hits=1)
+        pin, pout = price_per_million
+        return cls(requests=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                   seconds=completion.seconds,
+                   cost_usd=(completion.prompt_tokens * pin + completion.completion_tokens * pout) / 1e6)
+
     def add(self, other: Usage) -> None:
+        """Add ``other``'s counters to these."""
         for key in ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "seconds", "cost_usd"):
             setattr(self, key, getattr(self, key) + getattr(other, key))
 
     def to_dict(self) -> dict[str, Any]:
+        """The counters as a dict, seconds rounded to 3 decimals and cost to 6 (as the run manifest shows them)."""
         out = asdict(self)
         out["seconds"] = round(out["seconds"], 3)
         out["cost_usd"] = round(out["cost_usd"], 6)
@@ -678,7 +697,7 @@ class LMClient:
         if key is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                usage.cache_hits += 1
+                usage.add(Usage.of_answer(hit))
                 if on_usage is not None:
                     on_usage(hit, request_id)
                 return hit
@@ -723,12 +742,7 @@ class LMClient:
                 f"{type(err).__name__}: {err}"
             )) from None
         result.seconds = time.perf_counter() - start
-        usage.requests += 1
-        usage.prompt_tokens += result.prompt_tokens
-        usage.completion_tokens += result.completion_tokens
-        usage.seconds += result.seconds
-        pin, pout = self.price_per_million
-        usage.cost_usd += (result.prompt_tokens * pin + result.completion_tokens * pout) / 1e6
+        usage.add(Usage.of_answer(result, self.price_per_million))
         if on_usage is not None:
             on_usage(result, request_id)  # before the cache: see above
         if key is not None:

@@ -26,10 +26,11 @@ import platform
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .llm import Usage
 from .records import JsonlWriter, read_jsonl, write_json_atomic
 
 __all__ = ["FILES", "StepResult", "ConfigChangedError", "RunLockedError", "RunDir", "check_config", "check_unlocked",
@@ -162,6 +163,14 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any], *, allowed: S
 
     Nested dicts are compared field by field (``params.instructions.temperature``); fields whose new
     value is None (unknown in this invocation) and fields named in ``allowed`` are not compared.
+
+    Args:
+        old: the stored configuration (e.g. :func:`stored_config`).
+        new: this invocation's configuration.
+        allowed: fields (dotted, or a top-level name covering its sub-fields) that may change.
+    Returns:
+        The differing fields, sorted by dotted name; lists and tuples of equal items are equal. A field
+        that ``old`` lacks altogether (stored by an earlier version) is not a change.
     """
     a, b = _flatten(old), _flatten(new)
     out = []
@@ -182,6 +191,14 @@ def check_config(path: str | os.PathLike, stored: Mapping[str, Any], config: Map
                  allowed: Sequence[str] = (), force: bool = False) -> list[tuple[str, Any, Any]]:
     """The changes ``config`` makes to a run's ``stored`` configuration (see :func:`config_changes`).
 
+    Args:
+        path: the run (or tuning) folder, named in the error message.
+        stored: the configuration the run was started with.
+        config: this invocation's configuration.
+        allowed: fields that may change (see :func:`config_changes`).
+        force: accept the changes instead of raising (the caller records them).
+    Returns:
+        The changes as (dotted field, old value, new value); empty when the configurations agree.
     Raises:
         ConfigChangedError: there are changes and ``force`` is False; the message names each field with
             its old and new value, and the ways out.
@@ -349,20 +366,23 @@ class RunDir:
     def log_usage(self, step: str, completions: Sequence[Any], price_per_million: tuple[float, float] = (0.0, 0.0)) -> None:
         """Append one line to ``usage.jsonl`` for a batch of completions (before their records are written).
 
-        Cached completions count as cache hits; their tokens and cost are not counted again. For clients
-        that return a whole round at once (a batch API); a live client logs each answer where it caches
-        it (:meth:`log_request_usage`).
+        For clients that return a whole round at once (a batch API); a live client logs each answer where
+        it caches it (:meth:`log_request_usage`).
+
+        Args:
+            step: the step's name.
+            completions: the round's :class:`~selfinstruct_utils.llm.Completion` objects; cached ones count as
+                cache hits, their tokens and cost are not counted again.
+            price_per_million: (input, output) USD per million tokens.
+        Returns:
+            None. The line holds ``invocation``, ``step`` and the sum of
+            :meth:`Usage.of_answer <selfinstruct_utils.llm.Usage.of_answer>` over ``completions``.
         """
-        live = [c for c in completions if not c.cached]
-        pin, pout = price_per_million
-        prompt = sum(c.prompt_tokens for c in live)
-        completion = sum(c.completion_tokens for c in live)
+        total = Usage()
+        for c in completions:
+            total.add(Usage.of_answer(c, price_per_million))
         with self.writer("usage") as out:
-            out.write({
-                "invocation": self.invocation, "step": step, "requests": len(live),
-                "cache_hits": len(completions) - len(live), "prompt_tokens": prompt, "completion_tokens": completion,
-                "seconds": round(sum(c.seconds for c in live), 3), "cost_usd": (prompt * pin + completion * pout) / 1e6,
-            })
+            out.write({"invocation": self.invocation, "step": step, **asdict(total)})
 
     def log_request_usage(self, step: str, completion: Any, price_per_million: tuple[float, float] = (0.0, 0.0),
                           request_idx: int | None = None) -> None:
@@ -372,19 +392,22 @@ class RunDir:
         before it writes the answer to the response cache, so every answer the server sent is counted
         exactly once, whatever is killed when: a cache hit counts as a cache hit (0 tokens), never as
         tokens again. The file stays open between calls (one ``write`` + flush per line).
+
+        Args:
+            step: the step's name.
+            completion: the answer (a :class:`~selfinstruct_utils.llm.Completion`).
+            price_per_million: (input, output) USD per million tokens.
+            request_idx: the request's index in its step, or None.
+        Returns:
+            None. The line holds ``invocation``, ``step``, ``request_idx`` and
+            :meth:`Usage.of_answer <selfinstruct_utils.llm.Usage.of_answer>` of ``completion``: the same
+            record :class:`~selfinstruct_utils.llm.LMClient` adds to its in-memory totals.
         """
         out = getattr(self, "_usage_out", None)
         if out is None or out._fh.closed:
             out = self._usage_out = self.writer("usage")
-        pin, pout = price_per_million
-        live = not completion.cached
-        prompt = completion.prompt_tokens if live else 0
-        comp = completion.completion_tokens if live else 0
-        out.write({
-            "invocation": self.invocation, "step": step, "request_idx": request_idx, "requests": int(live),
-            "cache_hits": int(not live), "prompt_tokens": prompt, "completion_tokens": comp,
-            "seconds": round(completion.seconds, 3) if live else 0.0, "cost_usd": (prompt * pin + comp * pout) / 1e6,
-        })
+        out.write({"invocation": self.invocation, "step": step, "request_idx": request_idx,
+                   **asdict(Usage.of_answer(completion, price_per_million))})
 
     def close_usage(self) -> None:
         """Close the usage log's writer (reopened by the next :meth:`log_request_usage`)."""
