@@ -33,7 +33,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,11 +82,13 @@ class SamplingParams:
         return replace(self, **changes)
 
     def to_request(self) -> dict[str, Any]:
-        """The request fields (None values left out)."""
-        body = asdict(self)
+        """The request fields (None values left out): a new dict at every call (callers add to it)."""
+        body = {name: getattr(self, name) for name in _PARAM_FIELDS}  # asdict's deep copy costs 10x more
         body["stop"] = list(self.stop) or None
         return {k: v for k, v in body.items() if v is not None}
 
+
+_PARAM_FIELDS = tuple(f.name for f in fields(SamplingParams))
 
 #: The paper's decoding parameters per step (Table 4). ``instances`` uses the paper's stop
 #: "Example 16"; the released code stops at "Example 6" (5 instances at most).
@@ -216,6 +218,7 @@ class ResponseCache:
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
+        self._root = os.fspath(self.directory)
 
     @staticmethod
     def key(api: str, model: str, prompt: str, params: SamplingParams, identity: str = "") -> str:
@@ -230,9 +233,10 @@ class ResponseCache:
         return self.directory / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Completion | None:
-        path = self._path(key)
+        path = f"{self._root}/{key[:2]}/{key}.json"  # a str, not a Path: this runs once per request
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, encoding="utf-8") as fh:
+                data = json.loads(fh.read())
             return Completion(
                 choices=[(c[0], c[1]) for c in data["choices"]],
                 prompt_tokens=int(data.get("prompt_tokens", 0)),
@@ -305,14 +309,31 @@ class _DirectHTTP:
         self.aiohttp = aiohttp
         self.base = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max(100, concurrency + 16)), trust_env=True)
+        # The proxy from the environment (HTTP(S)_PROXY, NO_PROXY), looked up once for the one server: a
+        # session with trust_env looks it up and reads ~/.netrc in worker threads at every request (two
+        # thread hops a request), and netrc credentials would clash with the Authorization header anyway.
+        self.proxy: dict[str, Any] = {}  # the post's proxy arguments (none: straight to the server)
+        try:
+            from aiohttp.helpers import get_env_proxy_for_url
+            from yarl import URL
+
+            proxy, auth = get_env_proxy_for_url(URL(self.base))
+            self.proxy["proxy"] = proxy
+            if auth is not None:
+                self.proxy["proxy_headers"] = {"Proxy-Authorization": auth.encode()}
+        except (ImportError, LookupError, ValueError):
+            pass
+        self.timeouts: dict[float, Any] = {}
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(100, concurrency + 16)))
 
     async def post(self, path: str, body: dict, timeout: float) -> Any:
         aiohttp = self.aiohttp
         try:
+            limit = self.timeouts.get(timeout)
+            if limit is None:
+                limit = self.timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
             async with self.session.post(self.base + path, data=json.dumps(body).encode(), headers=self.headers,
-                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                                         timeout=limit, **self.proxy) as resp:
                 raw = await resp.read()
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -746,7 +767,9 @@ class LMClient:
         if on_usage is not None:
             on_usage(result, request_id)  # before the cache: see above
         if key is not None:
-            self.cache.put(key, result)
+            # in a worker thread: the atomic write's fsync takes milliseconds, during which the event loop
+            # keeps the other requests moving (measured: 5.7 ms of wall time a write, 0.9 ms of CPU)
+            await asyncio.to_thread(self.cache.put, key, result)
         return result
 
     async def _send(self, client, prompt: str, p: SamplingParams) -> Completion:

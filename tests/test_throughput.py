@@ -267,3 +267,29 @@ def test_server_timeouts_follow_max_tokens_and_are_never_retried():
         assert cli_client.max_concurrency == 64 and cli_client.retry_timeouts is False
         assert cli_client.timeout_for(TABLE4["instances"]) == 60 + 300 / 10
         assert cli_client.timeout_for(TABLE4["instructions"].replace(max_tokens=100)) == 60 + 100 / 10
+
+
+# --- the request path ---------------------------------------------------------------------------------------
+def test_the_direct_path_honours_the_environment_proxy_looked_up_once(monkeypatch, tmp_path):
+    """The aiohttp session no longer looks up the proxy (and ~/.netrc) at every request: the environment's
+    proxy is read once per session. It is still honoured: through a dead proxy the request fails; with the
+    server in NO_PROXY it goes straight to the server, and a ~/.netrc entry for the server's host does not
+    clash with the Authorization header."""
+    from selfinstruct_utils.llm import LMRequestError
+
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1 login u password p\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    for var in ("http_proxy", "https_proxy", "no_proxy", "HTTPS_PROXY", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    with FakeOpenAI(text=" No") as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=2, max_retries=0)
+        with pytest.raises(LMRequestError, match="APIConnectionError"):
+            client.complete(["Task: a\nIs it classification?"], TABLE4["classification"])
+        assert fake.requests == []
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        out = client.complete(["Task: a\nIs it classification?", "Task: b\nIs it classification?"],
+                              TABLE4["classification"])
+        assert [c.text for c in out] == [" No", " No"] and len(fake.requests) == 2
+        assert fake.auth == ["Bearer k", "Bearer k"]
