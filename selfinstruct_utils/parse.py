@@ -199,7 +199,16 @@ def parse_classification_instances(text: str | None, finish_reason: str | None =
 
 
 def parse_instances(text: str | None, is_classification: bool, finish_reason: str | None = "stop") -> ParsedInstances:
-    """Output-first parsing for classification tasks, input-first parsing otherwise."""
+    """Output-first parsing for classification tasks, input-first parsing otherwise (paper Table 8).
+
+    Args:
+        text: the LM's completion (None reads as empty).
+        is_classification: the task's step-2 label: :func:`parse_classification_instances` when True,
+            else :func:`parse_generation_instances`.
+        finish_reason: the completion's; "length" drops the last (cut) instance as ``truncated``.
+    Returns:
+        The :class:`ParsedInstances`: instances and one rejection per dropped item. Never raises on LM text.
+    """
     if is_classification:
         return parse_classification_instances(text, finish_reason)
     return parse_generation_instances(text, finish_reason)

@@ -51,7 +51,12 @@ def _styled(func):
 
 def save(fig, name: str, figures_dir: str | os.PathLike | None) -> list[Path]:
     """Save ``fig`` as ``<figures_dir>/<name>.png`` (200 dpi) and ``.pdf``; nothing when dir is None.
+    Each file is replaced atomically (:func:`~selfinstruct_utils.records.atomic_open`).
 
+    Args:
+        fig: a matplotlib Figure.
+        name: the file stem.
+        figures_dir: the folder (created), or None.
     Returns:
         The written paths.
     """
@@ -87,7 +92,16 @@ def finish(fig, name: str | None, figures_dir: str | os.PathLike | None):
 @_styled
 def bar_counts(counts: Mapping[str, int], *, title: str, xlabel: str = "count", name: str | None = None,
                figures_dir: str | os.PathLike | None = None):
-    """Horizontal bars of named counts (e.g. rejections by reason), largest first, with the count printed."""
+    """Horizontal bars of named counts (e.g. rejections by reason), largest first, with the count printed.
+
+    Args:
+        counts: name -> count (an empty mapping draws one "(none)" bar at 0).
+        title, xlabel: the axes' title and x label.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
+    """
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) or [("(none)", 0)]
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(items) + 1.2))
     labels = [k for k, _ in items]
@@ -112,6 +126,14 @@ def histogram(values: Sequence[float], *, title: str, xlabel: str, bins: int | S
         bins: a number of bins or the bin edges; values outside explicit edges are drawn in the first
             or last bin (none is dropped: the count says n = all values).
         clip: values above this are drawn in the last bin (the mean is still of the unclipped values).
+        values: the numbers (any unit; ``xlabel`` names it).
+        title, xlabel: the axes' title and x label; the y label gives the count n.
+        mark_mean: draw the mean of the (unclipped) values as a dashed line.
+        ax: draw into this Axes (its figure is returned) instead of a new figure.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
     """
     values = np.asarray(list(values), dtype=float)
     drawn = values if clip is None else np.minimum(values, clip)
@@ -141,6 +163,13 @@ def request_seconds(seconds: Sequence[float], labels: Sequence[str], *, title: s
     Args:
         seconds: wall-clock seconds of each request.
         labels: the kind of each request (same length as ``seconds``).
+        title: the axes' title.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
+    Raises:
+        ValueError: ``seconds`` and ``labels`` differ in length.
     """
     if len(seconds) != len(labels):
         raise ValueError(f"{len(seconds)} timings but {len(labels)} labels")
@@ -170,6 +199,11 @@ def verb_noun_sunburst(table, *, title: str = "Top verbs (inner) and their direc
 
     Args:
         table: the output of :func:`selfinstruct_utils.analysis.verb_noun.top_verb_noun`.
+        title: the axes' title.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure. An empty ``table`` gives a figure saying so (not saved).
     """
     fig, ax = plt.subplots(figsize=(8, 8))
     if len(table) == 0:
@@ -209,6 +243,11 @@ def length_distributions(lengths, *, title: str = "Length distributions", name: 
     Args:
         lengths: the output of :func:`selfinstruct_utils.analysis.stats.length_table`.
         clip: lengths above this many words are drawn in the last bin; means are of the unclipped lengths.
+        title: the figure's title.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
     """
     fields = ["instruction", "non-empty input", "output"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
@@ -232,6 +271,12 @@ def rating_distribution(counts, *, title: str = "Ratings per model", name: str |
     Args:
         counts: rows models, columns A-D (from :func:`selfinstruct_utils.analysis.human_eval.ratings_by_model`),
             optionally a further column of answers an LM rater gave no grade (drawn grey, counted in n).
+        title: the axes' title.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
+
     The number of rated responses of each model is written beside its name; the legend sits right of
     the bars, away from the title.
     """
@@ -263,6 +308,11 @@ def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wil
 
     Args:
         table: the output of :func:`selfinstruct_utils.analysis.quality.quality_table`.
+        title: the axes' title.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
     """
     fig, ax = plt.subplots(figsize=(7, 3.2))
     y = np.arange(len(table))
@@ -282,7 +332,16 @@ def quality_bars(table, *, title: str = "Quality review: share of 'yes' (95% Wil
 @_styled
 def histograms(series: Mapping[str, Sequence[float]], *, xlabel: str, bins: int | Sequence[float] = 20,
                name: str | None = None, figures_dir: str | os.PathLike | None = None):
-    """One histogram per named series, side by side (e.g. Figure 3 for several datasets)."""
+    """One histogram per named series, side by side (e.g. Figure 3 for several datasets).
+
+    Args:
+        series: title -> values, one panel each (:func:`histogram`).
+        xlabel, bins: as :func:`histogram` takes them, for every panel.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
+    """
     fig, axes = plt.subplots(1, max(1, len(series)), figsize=(4.2 * max(1, len(series)), 3.4), squeeze=False)
     for ax, (label, values) in zip(axes[0], series.items(), strict=False):
         histogram(values, title=label, xlabel=xlabel, bins=bins, ax=ax)
@@ -292,7 +351,17 @@ def histograms(series: Mapping[str, Sequence[float]], *, xlabel: str, bins: int 
 @_styled
 def score_boxplot(table, *, x: str, y: str, title: str, xlabel: str, name: str | None = None,
                   figures_dir: str | os.PathLike | None = None):
-    """Horizontal box plots of ``table[x]`` per ``table[y]`` group, ordered by mean (e.g. ROUGE-L per model)."""
+    """Horizontal box plots of ``table[x]`` per ``table[y]`` group, ordered by mean (e.g. ROUGE-L per model).
+
+    Args:
+        table: a DataFrame with the columns ``x`` (numbers) and ``y`` (group names).
+        x, y: the score column and the group column.
+        title, xlabel: the axes' title and x label.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
+    """
     order = table.groupby(y)[x].mean().sort_values().index
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(order) + 1.5))
     sns.boxplot(data=table, y=y, x=x, order=order, ax=ax, color=sns.color_palette()[0])
@@ -308,6 +377,11 @@ def loss_curve(losses, *, title: str = "Training loss (completion tokens)", name
 
     Args:
         losses: a DataFrame with ``step`` and ``loss`` (e.g. :meth:`selfinstruct_utils.tune.TuneResult.losses`).
+        title: the axes' title.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
     """
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot(losses["step"], losses["loss"], marker="o" if len(losses) <= 40 else None, lw=1, alpha=0.6, label="per step")
@@ -331,6 +405,11 @@ def data_size_curve(curve, *, title: str = "Instruction tuning: response quality
     Args:
         curve: from :func:`selfinstruct_utils.evaluate.data_size_curve` (``instructions``, ``rougeL``,
             ``low``, ``high``).
+        title, ylabel: the axes' title and y label.
+        name, figures_dir: save the figure as ``<figures_dir>/<name>.png`` and ``.pdf`` (:func:`save`) when
+            both are given.
+    Returns:
+        The matplotlib Figure.
     """
     fig, ax = plt.subplots(figsize=(6, 3.6))
     tuned = curve[curve["instructions"] > 0]

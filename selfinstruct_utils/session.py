@@ -40,7 +40,9 @@ def open_client(
             with model "smollm2-135m-instruct" when ``model`` is None).
         api: "completions" or "chat".
         cache_dir: response cache folder (None: no cache).
-        max_concurrency: requests in flight in every step (default 1 for llama.cpp, 8 otherwise).
+        max_concurrency: requests in flight in every step (default 1 for "embedded" and "server": a
+            llama.cpp server answers one request at a time unless started with parallel slots, so pass
+            the number of slots or, for vLLM, a larger number; 8 for "openai").
         timeout: seconds per request (default: derived from max_tokens: ``60 + max_tokens / tokens_per_second``).
         tokens_per_second: the slowest per-request speed to allow for (default: the embedded server's
             measured speed / 15; :data:`SERVER_TOKENS_PER_SECOND` for other servers). A timed-out
