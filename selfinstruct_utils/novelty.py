@@ -99,6 +99,7 @@ class NoveltyPool:
         self._band_sizes = np.zeros(len(_BAND_LO), dtype=np.int64)  # pool texts per length band
         self._presence = self._tail = None
         self._presence_n = 0
+        self._rows = None  # (pool size, F1 matrix) of the chunk being decided, when every pair was scored
 
     def __len__(self) -> int:
         return len(self.index)
@@ -164,6 +165,7 @@ class NoveltyPool:
 
     def _decide(self, candidates: list[str], codes: list[str], threshold: float, too_similar, max_accept: int | None):
         """One chunk of :meth:`add_novel`: k candidates against the pool, then against each other."""
+        self._rows = None
         pool_best = self._best_in_pool(codes, threshold)
         # Within the chunk: candidate i against the candidates before it (those accepted count).
         lens = _lengths(codes)
@@ -190,6 +192,10 @@ class NoveltyPool:
             else:
                 decisions.append(NoveltyDecision(True))
                 accepted.append(i)
+        if self._rows is not None:  # every pair was scored: the accepted ones' rows serve their top_k next
+            n, f1 = self._rows
+            self.index.keep_scores([codes[i] for i in accepted], n, f1[accepted])
+        self._rows = None
         self.index.add_encoded([candidates[i] for i in accepted], [codes[i] for i in accepted])
         return decisions
 
@@ -242,6 +248,7 @@ class NoveltyPool:
         pool = self.index.codes
         lcs = process.cdist(codes, pool, scorer=LCSseq.similarity, dtype=np.int32, workers=1)
         f1 = _f1(lcs, _lengths(codes)[:, None], self.index.lengths().astype(np.float64)[None, :])
+        self._rows = (len(pool), f1)
         best = f1.argmax(axis=1)  # the first maximum: the earliest pool text among equals
         top = f1[np.arange(len(codes)), best]
         return [(float(v), int(j)) if v >= t else None for v, j in zip(top.tolist(), best.tolist(), strict=True)]

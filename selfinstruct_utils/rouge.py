@@ -193,6 +193,7 @@ class RougeIndex:
         self.chunk_pairs = chunk_pairs
         self._vocab = _Vocabulary(unicode=unicode)
         self._lens = array("i")
+        self._kept: dict[str, tuple[int, np.ndarray]] = {}  # see keep_scores
         self.add(pool)
 
     def __len__(self) -> int:
@@ -216,9 +217,34 @@ class RougeIndex:
         self.codes.extend(codes)
         self._lens.extend(map(len, codes))
 
+    def keep_scores(self, codes: Sequence[str], n: int, f1: np.ndarray) -> None:
+        """Keep F1 rows already computed, for the next :meth:`top_k` of one of these texts to reuse (the
+        novelty filter keeps the rows of the candidates it accepted: their neighbours are asked next).
+        Replaces what was kept before.
+
+        Args:
+            codes: k texts' codes (from :meth:`encode`).
+            n: the rows hold F1 against the pool's first ``n`` texts.
+            f1: shape (k, n), row i: ``codes[i]`` as target against each pool text, as :meth:`scores` gives.
+        """
+        self._kept = {code: (n, row) for code, row in zip(codes, f1, strict=True)}
+
     def lengths(self, upto: int | None = None) -> np.ndarray:
         """Token counts of the pool's first ``upto`` texts (default all): int32 array, a copy."""
         return np.frombuffer(self._lens, dtype=np.int32)[:upto].copy()
+
+    def _kept_row(self, code: str, n: int) -> np.ndarray | None:
+        """``code``'s F1 row against the pool's first ``n`` texts from :meth:`keep_scores`, completed with
+        the texts added since (the same values, element by element, as scoring it afresh), or None."""
+        kept = self._kept.get(code)
+        if kept is None or kept[0] > n:
+            return None
+        m, row = kept
+        if n == m:
+            return row
+        lcs = process.cdist([code], self.codes[m:n], scorer=LCSseq.similarity, dtype=np.int32, workers=1)
+        extra = _f1(lcs, _lengths([code])[:, None], self.lengths(n)[m:].astype(np.float64)[None, :])
+        return np.concatenate([row, extra[0]])
 
     def _workers(self, rows: int) -> int:
         """Threads for a kernel call of ``rows`` queries: rapidfuzz shares the queries among its threads,
@@ -300,6 +326,10 @@ class RougeIndex:
         n = len(self.codes) if upto is None else min(upto, len(self.codes))
         if n == 0:
             return [([], 0.0) for _ in texts]
+        if self._kept and len(texts) == 1:
+            row = self._kept_row(self.encode(texts)[0], n)
+            if row is not None:
+                return [([(self.texts[j], float(row[j])) for j in _top_indices(row, k)], float(row.mean()))]
         out = []
         for _, f1 in self._scored_chunks(texts, upto=n):
             for row in f1:

@@ -233,3 +233,22 @@ def test_small_calls_scored_pair_by_pair_decide_as_the_pruned_path(real_instruct
             pool.brute_pairs = brute_pairs
             got.append(_decided(pool, ["a b c d", "a b c x y", "q r s"], 1, threshold=6 / 7, comparison=comparison))
         assert got[0] == got[1], comparison
+
+
+def test_neighbours_of_accepted_candidates_reuse_the_filters_scores_exactly(real_instructions, seeds):
+    """Step 1 asks each accepted candidate's 10 nearest pool texts (pool as it was before it joined) right
+    after the filter scored it against the whole pool: top_k reuses those rows (RougeIndex.keep_scores),
+    completed with the candidates accepted before it in the same call. Neighbours, their order among ties,
+    and the mean equal a fresh index's, float for float."""
+    cands = near_duplicates(real_instructions, 240, seed=13)
+    pool = NoveltyPool(seeds)
+    reused = 0
+    for lo in range(0, len(cands), 4):
+        part = cands[lo : lo + 4]
+        n_before = len(pool)
+        kept = [c for c, d in zip(part, pool.add_novel(part), strict=True) if d.accepted]
+        for j, inst in enumerate(kept):
+            reused += pool.index._kept_row(pool.index.encode([inst])[0], n_before + j) is not None
+            got = pool.index.top_k([inst], 10, upto=n_before + j)
+            assert got == rouge.RougeIndex(pool.texts[: n_before + j]).top_k([inst], 10), (lo, j)
+    assert reused > 150
