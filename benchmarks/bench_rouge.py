@@ -24,7 +24,10 @@ tokenization included unless said otherwise):
 - ``no-shared-52k``: 10 queries sharing no word with 52,000 pre-indexed texts (``RougeIndex.max``);
 - ``filter-2k``, ``filter-10k``, ``filter-52k``: the incremental novelty filter (seeds first, then N
   candidates in calls of 64, threshold 0.7); every engine must keep the same instructions;
-- ``filter-52k-one-call``: the same 52,000 candidates in one call (bounded memory: peak RSS shown).
+- ``filter-52k-one-call``: the same 52,000 candidates in one call (bounded memory: peak RSS shown);
+- ``step1-4k``: what step 1 decides per request (``generate.decide_candidates`` without parsing): 3
+  candidates a call from the seeds on, and the 10 nearest pool texts and mean F1 of each kept one
+  (``top_k`` on the pool as it was before it joined); notes give the CPU milliseconds per call.
 
 Engines: this tree (``selfinstruct_utils.rouge`` / ``.novelty``); ``5046d98`` and ``b42ab15``, the
 ``selfinstruct_utils/rouge.py`` of those commits read with ``git show`` and imported as modules;
@@ -68,9 +71,10 @@ CASES = {
     "filter-10k": ("novelty filter, 10,000 candidates in calls of 64", 10_000, ("new", "5046d98", "b42ab15"), 2),
     "filter-52k": ("novelty filter, 52,000 candidates in calls of 64", 52_000, ("new", "5046d98"), 1),
     "filter-52k-one-call": ("novelty filter, 52,000 candidates in one call", 52_000, ("new",), 1),
+    "step1-4k": ("step 1's decisions: 4,000 candidates, 3 a call, 10 neighbours per kept", 4_000, ("new",), 3),
 }
 QUICK = {"max-5k": 1_000, "max-52k": 5_000, "top_k-5k": 1_000, "no-shared-52k": 5_000, "filter-2k": 500,
-         "filter-10k": 1_000, "filter-52k": 2_000, "filter-52k-one-call": 2_000}
+         "filter-10k": 1_000, "filter-52k": 2_000, "filter-52k-one-call": 2_000, "step1-4k": 300}
 
 
 def seeds() -> list[str]:
@@ -132,7 +136,25 @@ def run_case(case: str, engine: str, size: int | None = None) -> dict:
     kept and peak RSS (MB)."""
     mod = _engine(engine)
     out: dict = {}
-    if case.startswith("filter"):
+    if case.startswith("step1"):
+        from selfinstruct_utils.novelty import NoveltyPool
+
+        n = size or CASES[case][1]
+        cands = candidates(n)
+        kept = pairs = calls = 0
+        with _Clock() as clock:
+            pool = NoveltyPool(seeds())
+            for lo in range(0, n, 3):
+                n_before = len(pool)
+                calls += 1
+                pairs += 3 * n_before
+                accepted = [c for c, d in zip(cands[lo : lo + 3], pool.add_novel(cands[lo : lo + 3]), strict=True)
+                            if d.accepted]
+                for j, c in enumerate(accepted):
+                    pool.index.top_k([c], 10, upto=n_before + j)
+                kept += len(accepted)
+        out.update(kept=kept, calls=calls, max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    elif case.startswith("filter"):
         n = size or CASES[case][1]
         batch = n if case.endswith("one-call") else 64
         cands = candidates(n)
@@ -244,6 +266,8 @@ def table(results: dict, rate: dict) -> str:
         ref_cpu, ref_wall = new["pairs"] * rate["cpu"], new["pairs"] * rate["wall"]
         old = [f"{by_engine[e]['cpu']:.3f} ({by_engine[e]['wall']:.3f})" if e in by_engine else "" for e in OLD_ENGINES]
         notes = f"kept {new['kept']:,}, peak RSS {new['max_rss_mb']:,.0f} MB" if "kept" in new else f"{new['pairs']:,} pairs"
+        if "calls" in new:
+            notes = f"kept {new['kept']:,}, {1000 * new['cpu'] / new['calls']:.2f} ms CPU per call"
         rows.append((case, CASES[case][0], f"{new['wall']:.3f}", f"{new['cpu']:.3f} / {new['rusage']:.3f}",
                      f"{ref_cpu:,.1f}", f"{ref_cpu / new['cpu']:,.0f}x / {ref_wall / new['wall']:,.0f}x", *old, notes))
     widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header))]

@@ -159,10 +159,10 @@ def bench_full(n: int, C: int, L: float, work: Path) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def markdown(new: dict, old: dict | None) -> str:
-    """The results table: this engine per C and step beside the previous engine's figures."""
+def markdown(new: dict, old: dict | None, label: str = "previous engine") -> str:
+    """The results table: this engine per C and step beside the ``label`` engine's figures (``old``)."""
     rows = ["| C | L (s) | step | requests | requests/s | ideal C/L | % of ideal | mean in flight | kit CPU ms/request "
-            "| kit's share of a core | previous engine: requests/s (% of ideal), mean in flight, CPU ms/request |",
+            f"| kit's share of a core | {label}: requests/s (% of ideal), mean in flight, CPU ms/request |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for C, entry in new["steps"].items():
         L = entry["latency"]
@@ -195,6 +195,7 @@ def main() -> None:
     ap.add_argument("--full", type=int, default=0, help="instructions of the all-four-steps run (0: none)")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--previous", help="JSON of the previous engine's run (--engine ... --json), for --out")
+    ap.add_argument("--previous-label", default="previous engine", help="the --previous column's name")
     ap.add_argument("--out", help="write the markdown table here")
     args = ap.parse_args()
     if args.engine:
@@ -223,9 +224,11 @@ def main() -> None:
                   f"{full['cpu_ms_per_request']:.2f} ms/request ({100 * full['cpu_share']:.0f}% of a core), peak RSS {full['peak_rss_mb']:.0f} MB", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    previous = json.loads(Path(args.previous).read_text()) if args.previous else None
+    table = markdown(json.loads(json.dumps(results)), previous, args.previous_label)
+    print("\n" + table, flush=True)
     if args.out:
-        previous = json.loads(Path(args.previous).read_text()) if args.previous else None
-        Path(args.out).write_text(markdown(json.loads(json.dumps(results)), previous))
+        Path(args.out).write_text(table)
 
 
 if __name__ == "__main__":
