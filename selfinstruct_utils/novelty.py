@@ -14,6 +14,11 @@ length band. The pruning never changes a decision:
   those hits for a whole chunk of candidates at once; only pairs whose LCS bound reaches the threshold get
   an exact LCS (rapidfuzz).
 
+A chunk of few candidates against a pool of some thousands (at most :attr:`NoveltyPool.brute_pairs` pairs:
+step 1 decides about 3 candidates a request) skips the pruning and scores every pair on one thread, which
+costs less than building the sparse product; the accepted candidates' rows then serve their nearest-neighbour
+query (:meth:`RougeIndex.keep_scores <selfinstruct_utils.rouge.RougeIndex.keep_scores>`).
+
 Memory is bounded whatever the number of candidates of one call: they are decided in chunks of
 ``chunk`` candidates, and the accepted ones of a chunk join the pool before the next chunk, which gives
 the same decisions as one pass (see :meth:`NoveltyPool.add_novel`).

@@ -172,7 +172,8 @@ def max_rougeL(candidates: list[str], pool: list[str], *, unicode: bool = False,
 class RougeIndex:
     """A pool of texts tokenized once; exact ROUGE-L F1 of any texts against it.
 
-    Every method passes ``workers`` to rapidfuzz's many-vs-many kernel (``process.cdist``).
+    Every method passes ``workers`` to rapidfuzz's many-vs-many kernel (``process.cdist``), which shares
+    the queries among its threads (a single query runs on one thread).
 
     Args:
         pool: initial texts (e.g. the seed instructions).
