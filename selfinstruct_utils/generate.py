@@ -46,7 +46,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .filters import instruction_rejection_reason
-from .llm import TABLE4, Completion, LMClient, SamplingParams, _run_sync
+from .llm import TABLE4, Completion, LMClient, SamplingParams, run_sync
 from .novelty import NoveltyPool
 from .parse import parse_instructions, parse_is_classification
 from .records import SeedTask, write_jsonl
@@ -295,7 +295,7 @@ def _run_jobs(client: LMClient, run: RunDir, step: str, params: SamplingParams,
 
     try:
         if not _round_client(client):
-            _run_sync(_drive(client, step, params, next_job, deliver, max(1, window), on_usage))
+            run_sync(_drive(client, step, params, next_job, deliver, max(1, window), on_usage))
             return
         while True:
             jobs = []

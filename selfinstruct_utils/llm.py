@@ -379,7 +379,6 @@ def run_sync(coro):
         return pool.submit(asyncio.run, coro).result()
 
 
-_run_sync = run_sync  # the name generate.py still imports (to be switched to run_sync by its owner)
 
 
 class LMClient:

@@ -13,7 +13,6 @@ PACKAGE = PROJECT / "selfinstruct_utils"
 
 #: Private names still imported across modules, each waiting for its owner's module to switch.
 _PENDING = {
-    ("generate.py", "llm", "_run_sync"),  # llm.run_sync is public; generate.py switches with the step protocol
     ("novelty.py", "rouge", "_f1"),  # the novelty filter's move out of rouge.py
     ("novelty.py", "rouge", "_lengths"),
 }
