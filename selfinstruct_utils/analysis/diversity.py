@@ -16,7 +16,7 @@ instance). Embedding-based measures are not computed: see :func:`embedding_note`
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,9 +24,9 @@ import pandas as pd
 
 from ..rouge import RougeIndex
 from .artifacts import KINDS, PATTERNS, flag_artifacts
-from .lexical import compression_ratio, distinct_n, mtld
-from .neardup import near_duplicates
-from .self_overlap import max_rouge_to_rest
+from .lexical import TokenTable, compression_ratio, distinct_n, mtld, mtld_of_tokens
+from .neardup import NearDuplicateIndex, near_duplicates
+from .self_overlap import max_rouge_to_rest, query_rows
 from .stats import word_count
 from .verb_noun import top_verb_noun, verb_noun_pairs
 
@@ -48,15 +48,35 @@ class Profile:
             ``instruction``, ``input``, ``output``, ``input_words``, ``output_words`` and one boolean
             column per artifact kind; plus instruction-only rows (``has_output`` False) for ``meta_talk``.
         data: the loaded dataset (:func:`~selfinstruct_utils.analysis.datasets.load_dataset`).
+
+    What the measures derive from the instructions alone (their tokens, shingles and MinHash signatures,
+    each instruction's highest ROUGE-L to the rest of the whole set) is computed once, when first asked
+    for, and kept (:meth:`cached`), so repeated subsamples reuse it.
     """
 
     name: str
     instructions: pd.DataFrame
     instances: pd.DataFrame
     data: pd.DataFrame = field(repr=False)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.instructions)
+
+    def cached(self, key: str, make: Callable):
+        """``make()``, computed once per profile and key."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def token_table(self) -> TokenTable:
+        """The ROUGE tokens of every instruction (:class:`~selfinstruct_utils.analysis.lexical.TokenTable`)."""
+        return self.cached("tokens", lambda: TokenTable(self.instructions["instruction"].tolist()))
+
+    def neardup_index(self) -> NearDuplicateIndex:
+        """Shingles and MinHash signatures of the instructions
+        (:class:`~selfinstruct_utils.analysis.neardup.NearDuplicateIndex`), each computed when first needed."""
+        return self.cached("neardup", lambda: NearDuplicateIndex(self.instructions["instruction"].tolist()))
 
     def subset(self, rows: Sequence[int], name: str) -> Profile:
         """The profile of a subset of its distinct instructions (rows of ``instructions``) with their
@@ -75,12 +95,16 @@ class Profile:
 class Sample:
     """A subsample of a profiled dataset: ``instructions`` (rows of the profile's, in the dataset's order) and
     ``instances`` (every row of the profile's ``instances`` whose group was drawn); ``seed`` for any
-    randomness a measure needs; ``max_queries`` bounds the ROUGE-L queries of the overlap measure."""
+    randomness a measure needs; ``max_queries`` bounds the ROUGE-L queries of the overlap measure;
+    ``profile`` and ``rows`` (sorted, distinct rows of its ``instructions``), when given, let measures reuse
+    what the profile keeps (the values are the same as without them)."""
 
     instructions: pd.DataFrame
     instances: pd.DataFrame
     seed: int = 0
     max_queries: int | None = 2000
+    profile: Profile | None = field(default=None, repr=False)
+    rows: np.ndarray | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -128,7 +152,8 @@ def embedding_note() -> str:
 
 
 def profile_dataset(data: pd.DataFrame, name: str, *, seed_instructions: Sequence[str], nlp=None,
-                    progress: bool = False) -> Profile:
+                    progress: bool = False, n_process: int = 1,
+                    verb_noun: Mapping[str, tuple[str | None, str | None]] | None = None) -> Profile:
     """Profile a loaded dataset once (the parse and ROUGE-L to the seeds of every distinct instruction).
 
     Args:
@@ -137,6 +162,9 @@ def profile_dataset(data: pd.DataFrame, name: str, *, seed_instructions: Sequenc
         seed_instructions: the seed tasks' instructions (the pool of "ROUGE-L to the seeds").
         nlp: a spaCy pipeline (default :func:`~selfinstruct_utils.analysis.verb_noun.load_spacy`).
         progress: show the parser's progress bar.
+        n_process: processes for the parse (:func:`~selfinstruct_utils.analysis.verb_noun.verb_noun_pairs`).
+        verb_noun: instruction -> (verb, noun) already parsed (e.g. by :func:`~selfinstruct_utils.analysis.compare.profile_all`
+            for several datasets at once); instructions missing from it are parsed here.
     Returns:
         :class:`Profile`.
     Raises:
@@ -146,12 +174,16 @@ def profile_dataset(data: pd.DataFrame, name: str, *, seed_instructions: Sequenc
     if not len(instr):
         raise ValueError(f"dataset {name!r} holds no instruction")
     texts = instr.tolist()
-    pairs = verb_noun_pairs(texts, nlp, progress=progress)
+    known = dict(verb_noun or {})
+    missing = [t for t in texts if t not in known]
+    if missing:
+        parsed = verb_noun_pairs(missing, nlp, progress=progress, n_process=n_process)
+        known.update(zip(parsed["instruction"], zip(parsed["verb"], parsed["noun"], strict=True), strict=True))
     instructions = pd.DataFrame({
         "instruction": texts,
         "words": [word_count(t) for t in texts],
-        "verb": pairs["verb"].to_numpy(),
-        "noun": pairs["noun"].to_numpy(),
+        "verb": pd.Series([known[t][0] for t in texts], dtype=object).to_numpy(),
+        "noun": pd.Series([known[t][1] for t in texts], dtype=object).to_numpy(),
         "rougeL_seed": RougeIndex(list(seed_instructions)).max(texts),
     })
     group = pd.Series(range(len(texts)), index=texts)
@@ -217,8 +249,37 @@ def _instruction_rate(kind: str) -> Callable[[Sample], float]:
     return rate
 
 
+def _whole(s: Sample) -> bool:
+    return s.profile is not None and s.rows is not None and len(s.rows) == len(s.profile)
+
+
 def _self_rouge(s: Sample) -> np.ndarray:
-    return s.cached("self_rouge", lambda: max_rouge_to_rest(s.texts, queries=s.max_queries, seed=s.seed))
+    def make() -> np.ndarray:
+        if _whole(s):  # the whole set (e.g. the smallest one, in every repeat): each text's value once
+            full = s.profile.cached("self_rouge_all", lambda: max_rouge_to_rest(s.profile.instructions["instruction"].tolist()))
+            return full[query_rows(len(full), s.max_queries, s.seed)]
+        return max_rouge_to_rest(s.texts, queries=s.max_queries, seed=s.seed)
+    return s.cached("self_rouge", make)
+
+
+def _distinct(k: int) -> Callable[[Sample], float]:
+    def measure(s: Sample) -> float:
+        if s.profile is not None and s.rows is not None:
+            return s.profile.token_table().distinct_n(k, s.rows)
+        return distinct_n(s.texts, k)
+    return measure
+
+
+def _mtld(s: Sample) -> float:
+    if s.profile is not None and s.rows is not None:
+        return mtld_of_tokens(s.profile.token_table().tokens(s.rows))
+    return mtld(s.texts)
+
+
+def _near_duplicate_share(s: Sample) -> float:
+    if s.profile is not None and s.rows is not None:
+        return s.profile.neardup_index().clusters(s.rows).redundant_share
+    return near_duplicates(s.texts).redundant_share
 
 
 _PATTERN_SOURCES = {p.kind: p.source for p in PATTERNS}
@@ -261,10 +322,10 @@ MEASURES: tuple[Measure, ...] = (
     Measure("empty-input share", "paper", lambda s: _mean_or_nan(_outputs(s)["empty_input"].astype(float)),
             "share of instances with an empty input", "Self-Instruct Table 1 (35,878 of 82,439)",
             "more tasks without input", 35_878 / 82_439, 82_439),
-    *(Measure(f"distinct-{k}", "lexical", lambda s, k=k: distinct_n(s.texts, k),
+    *(Measure(f"distinct-{k}", "lexical", _distinct(k),
               f"distinct word {k}-grams / all word {k}-grams of the instructions (ROUGE tokens)",
               "Li et al. (2016), distinct-n", "more diverse") for k in (1, 2, 3)),
-    Measure("MTLD", "lexical", lambda s: mtld(s.texts),
+    Measure("MTLD", "lexical", _mtld,
             "mean tokens per factor of type-token ratio 0.72 over the instructions read as one stream",
             "McCarthy and Jarvis (2010), via the lexicalrichness package", "more diverse"),
     Measure("compression ratio", "lexical", lambda s: compression_ratio(s.texts),
@@ -277,7 +338,7 @@ MEASURES: tuple[Measure, ...] = (
             lambda s: float((_self_rouge(s) > NOVELTY_THRESHOLD).mean()),
             f"share of instructions whose highest ROUGE-L F1 to another one exceeds {NOVELTY_THRESHOLD} "
             "(the filter would reject one of the pair)", "Self-Instruct Sec. 2.2", "more redundant"),
-    Measure("near-duplicate share", "overlap", lambda s: near_duplicates(s.texts).redundant_share,
+    Measure("near-duplicate share", "overlap", _near_duplicate_share,
             "instructions that could go while one of each near-duplicate cluster stays (character 5-gram "
             "Jaccard >= 0.7, MinHash/LSH then checked exactly), over n",
             "Broder (1997); Lee et al. (2022), via datasketch", "more redundant"),

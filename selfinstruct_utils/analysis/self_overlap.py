@@ -2,21 +2,29 @@
 whole finished dataset (paper Sec. 2.2 keeps an instruction only when its highest ROUGE-L to the pool
 is below 0.7; here every instruction is scored against every other one, before and after it).
 
-Scores come from the kit's exact engine, :class:`~selfinstruct_utils.rouge.RougeIndex` (``top_k``).
+Scores come from the kit's exact engine, :class:`~selfinstruct_utils.rouge.RougeIndex` (``scores``, in
+blocks of queries; each text's own column left out).
 The highest score grows with the size of the set (more texts, more chances of a close one): compare
 sets at equal size.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..rouge import RougeIndex
 
-__all__ = ["max_rouge_to_rest"]
+__all__ = ["max_rouge_to_rest", "query_rows"]
+
+
+def query_rows(n: int, queries: int | None, seed: int) -> np.ndarray:
+    """The positions :func:`max_rouge_to_rest` scores among n texts: ``queries`` of them drawn without
+    replacement with ``numpy.random.default_rng(seed)``, sorted; all n when ``queries`` is None or >= n."""
+    if queries is not None and queries < n:
+        return np.sort(np.random.default_rng(seed).choice(n, size=queries, replace=False))
+    return np.arange(n)
 
 
 def max_rouge_to_rest(texts: Sequence[str], *, queries: int | None = None, seed: int = 0) -> np.ndarray:
@@ -26,9 +34,9 @@ def max_rouge_to_rest(texts: Sequence[str], *, queries: int | None = None, seed:
 
     Args:
         texts: the set (n texts).
-        queries: score only this many texts, drawn at random without replacement, each still against
-            all n - 1 others (bounds the cost at ``queries x n`` pairs for large sets; their mean is an
-            unbiased estimate of the mean over all n). None: every text.
+        queries: score only this many texts, drawn at random without replacement (:func:`query_rows`),
+            each still against all n - 1 others (bounds the cost at ``queries x n`` pairs for large sets;
+            their mean is an unbiased estimate of the mean over all n). None: every text.
         seed: the draw of the queries.
     Returns:
         float64 array of shape (n,) or (queries,), in the order of ``texts`` (of the drawn queries,
@@ -39,22 +47,13 @@ def max_rouge_to_rest(texts: Sequence[str], *, queries: int | None = None, seed:
     n = len(texts)
     if n < 2:
         return np.zeros(n)
-    if queries is not None and queries < n:
-        picked = np.sort(np.random.default_rng(seed).choice(n, size=queries, replace=False))
-    else:
-        picked = np.arange(n)
-    counts = Counter(texts)
-    query_texts = [texts[i] for i in picked]
-    neighbours = RougeIndex(texts).top_k(query_texts, k=2)
+    picked = query_rows(n, queries, seed)
+    index = RougeIndex(texts)
     out = np.empty(len(picked))
-    for row, (text, (near, _mean)) in enumerate(zip(query_texts, neighbours, strict=True)):
-        if counts[text] > 1:  # an identical copy elsewhere in the set: the best any pair can score
-            out[row] = max((s for _, s in near), default=0.0)
-            continue
-        rest = list(near)
-        for k, (t, _) in enumerate(rest):
-            if t == text:  # the text itself (once in the set): leave it out
-                del rest[k]
-                break
-        out[row] = rest[0][1] if rest else 0.0
+    step = max(1, 5_000_000 // n)  # F1 rows per block: bounded memory (8 bytes x step x n, a few temporaries)
+    for lo in range(0, len(picked), step):
+        rows = picked[lo : lo + step]
+        f1 = index.scores([texts[i] for i in rows])
+        f1[np.arange(len(rows)), rows] = -np.inf  # the text itself; a copy elsewhere in the set still scores
+        out[lo : lo + len(rows)] = f1.max(axis=1)
     return out
