@@ -48,7 +48,7 @@ def _seed_instructions(seed_tasks) -> list[str]:
 
 
 def profile_all(datasets: Mapping[str, str | os.PathLike | pd.DataFrame | Profile], *, seed_tasks=None, nlp=None,
-                progress: bool = True, min_size: int | None = None) -> dict[str, Profile]:
+                progress: bool = True, min_size: int | None = None, n_process: int = 1) -> dict[str, Profile]:
     """Load and profile each dataset once (see :func:`~selfinstruct_utils.analysis.diversity.profile_dataset`).
 
     Args:
@@ -60,6 +60,9 @@ def profile_all(datasets: Mapping[str, str | os.PathLike | pd.DataFrame | Profil
         progress: progress bars.
         min_size: every dataset must hold at least this many distinct instructions, checked after loading
             and before the (slow) parse.
+        n_process: processes for the spaCy parse (forked where the system allows; see
+            :func:`~selfinstruct_utils.analysis.verb_noun.verb_noun_pairs`). The distinct instructions of
+            all datasets are parsed together, each once.
     Returns:
         name -> Profile, in the order given.
     Raises:
@@ -82,12 +85,19 @@ def profile_all(datasets: Mapping[str, str | os.PathLike | pd.DataFrame | Profil
         from .verb_noun import load_spacy
 
         nlp = load_spacy(disable=("ner",))
+    parsed = {}
+    if todo:
+        from .verb_noun import verb_noun_pairs
+
+        texts = list(dict.fromkeys(t for v in todo.values() for t in v["instruction"].tolist()))
+        pairs = verb_noun_pairs(texts, nlp, progress=progress, n_process=n_process)
+        parsed = dict(zip(pairs["instruction"], zip(pairs["verb"], pairs["noun"], strict=True), strict=True))
     out = {}
     for name, source in datasets.items():
         if isinstance(source, Profile):
             out[name] = source
             continue
-        out[name] = profile_dataset(source, name, seed_instructions=seeds, nlp=nlp, progress=progress)
+        out[name] = profile_dataset(source, name, seed_instructions=seeds, nlp=nlp, progress=progress, verb_noun=parsed)
     return out
 
 
@@ -96,7 +106,7 @@ def _draw(profile: Profile, n: int, rng: np.random.Generator, seed: int, max_que
     rows = np.sort(rng.permutation(len(profile))[:n])
     instr = profile.instructions.iloc[rows].reset_index(drop=True)
     inst = profile.instances[profile.instances["group"].isin(rows)]
-    return Sample(instructions=instr, instances=inst, seed=seed, max_queries=max_queries)
+    return Sample(instructions=instr, instances=inst, seed=seed, max_queries=max_queries, profile=profile, rows=rows)
 
 
 def compare(
@@ -111,6 +121,7 @@ def compare(
     nlp=None,
     max_queries: int | None = 2000,
     progress: bool = True,
+    n_process: int = 1,
 ) -> pd.DataFrame:
     """Every measure on equal-size random subsamples of every dataset, as mean and percentile interval.
 
@@ -127,6 +138,7 @@ def compare(
         max_queries: instructions per subsample scored against the rest for the ROUGE-L overlap measures
             (None: all n; the cost is ``max_queries x n`` pairs per subsample).
         progress: progress bars.
+        n_process: processes for the spaCy parse of datasets not yet profiled (see :func:`profile_all`).
     Returns:
         A tidy DataFrame with :data:`COLUMNS`, one row per (dataset, measure); ``df.attrs["notes"]`` holds
         lines to show with it (the embedding-measure line), ``df.attrs["profiles"]`` the profiles.
@@ -138,7 +150,7 @@ def compare(
         raise ValueError(f"repeats must be at least 1, not {repeats}")
     if not 0 < interval < 1:
         raise ValueError(f"interval must lie in (0, 1), not {interval}")
-    profiles = profile_all(datasets, seed_tasks=seed_tasks, nlp=nlp, progress=progress, min_size=n)
+    profiles = profile_all(datasets, seed_tasks=seed_tasks, nlp=nlp, progress=progress, min_size=n, n_process=n_process)
     sizes = {name: len(p) for name, p in profiles.items()}
     if n is None:
         n = min(sizes.values())
@@ -220,7 +232,7 @@ def comparison_figure(result: pd.DataFrame, *, paper: bool = True, col_wrap: int
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from ..plots import finish
+    from ..plots import _finish
 
     measures = list(dict.fromkeys(result["measure"]))
     datasets = list(dict.fromkeys(result["dataset"]))
@@ -254,4 +266,4 @@ def comparison_figure(result: pd.DataFrame, *, paper: bool = True, col_wrap: int
     fig.suptitle(f"Size-matched comparison: {n:,} instructions per subsample, mean and "
                  f"{'interval over ' + str(int(result['repeats'].max())) + ' subsamples' if len(result) else ''}"
                  + ("; dashed: the paper's published value (52K)" if paper else ""), fontsize=10)
-    return finish(fig, name, figures_dir)
+    return _finish(fig, name, figures_dir)
