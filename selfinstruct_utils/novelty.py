@@ -360,12 +360,14 @@ class NoveltyPool:
         tokens = np.frombuffer("".join(distinct).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         items = np.repeat(np.arange(hi - lo), [len(d) for d in distinct])
         bands = _band_of(self.index.lengths(hi)[lo:])
-        row_keys, rows = np.unique(tokens * len(_BAND_LO) + bands[items], return_inverse=True)
+        keys = tokens * len(_BAND_LO) + bands[items]
+        order = np.argsort(keys, kind="stable")  # one sort: rows by key, each row's texts in increasing order
+        keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.int64)
+        row_keys = keys[starts]
+        indptr = np.append(starts, len(keys))
         if not len(row_keys):  # only empty texts: one row that no key reaches
-            row_keys = np.array([-1], dtype=np.int64)
-        rows = rows.reshape(-1)
-        indptr = np.zeros(len(row_keys) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=len(row_keys)), out=indptr[1:])
-        columns = items[np.argsort(rows, kind="stable")]  # each row's texts in increasing order
-        matrix = sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), columns, indptr), shape=(len(row_keys), hi - lo))
+            row_keys, indptr = np.array([-1], dtype=np.int64), np.zeros(2, dtype=np.int64)
+        matrix = sparse.csr_matrix((np.ones(len(keys), dtype=np.int32), items[order], indptr),
+                                   shape=(len(row_keys), hi - lo))
         return matrix, row_keys
