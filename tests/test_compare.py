@@ -170,6 +170,7 @@ def test_compare_table_shape_defaults_and_errors(code_alpaca):
     assert len(res) == 2 * len(MEASURES) and set(res["n"]) == {len(half)} and set(res["repeats"]) <= {4}
     whole = res[res.dataset == "every second"]  # the smallest set is used whole in every repeat: zero width
     assert ((whole["lo"] == whole["hi"]) | whole["lo"].isna()).all()
+    assert whole.attrs["profiles"] is res.attrs["profiles"]  # shared by derived frames, never deep-copied
     assert res.attrs["notes"] and "Embedding-based measures are left out" in res.attrs["notes"][0]
     with pytest.raises(ValueError, match="every second"):
         compare({"all": first, "every second": half}, n=len(half) + 1, progress=False)

@@ -38,6 +38,15 @@ COLUMNS = ["dataset", "family", "measure", "mean", "lo", "hi", "n", "repeats"]
 PAPER = "paper (published, 52K)"
 
 
+class _SharedProfiles(dict):
+    """The profiles in ``df.attrs``: pandas deep-copies ``attrs`` into every frame derived from the result
+    (each column access, filter and groupby), which copied every parse and signature many times over; the
+    profiles are read-only results, so derived frames share this one mapping."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def _seed_instructions(seed_tasks) -> list[str]:
     from ..data import seed_tasks_path
     from ..records import load_seed_tasks
@@ -178,7 +187,7 @@ def compare(
                              "n": n, "repeats": len(ok)})
     out = pd.DataFrame(rows, columns=COLUMNS)
     out.attrs["notes"] = [embedding_note()]
-    out.attrs["profiles"] = profiles
+    out.attrs["profiles"] = _SharedProfiles(profiles)
     return out
 
 
