@@ -214,3 +214,87 @@ def test_compare_loads_paths_and_is_deterministic(data, seeds):
     b = compare(a.attrs["profiles"], repeats=3, seed_tasks=seeds, progress=False)
     pd.testing.assert_frame_equal(a, b)
     assert set(a["n"]) == {67}  # the GPT-3 run's 67 distinct instructions
+
+
+# --- the fast paths give the numbers of the plain computations (pinned before the speed work) -------------
+
+
+def _plain_spacy_pairs(texts, nlp):
+    """The rule on Docs of the whole pipeline, one process: how the kit parsed before its fast path."""
+    from selfinstruct_utils.analysis.verb_noun import _first_sentence_root, root_verb_and_object
+
+    out = []
+    for doc in nlp.pipe(texts, batch_size=512):
+        root = _first_sentence_root(doc)
+        out.append(root_verb_and_object(root) if root is not None else (None, None))
+    return out
+
+
+def test_verb_noun_fast_path_equals_the_whole_pipeline(data, seeds):
+    """The attribute ruler and lemmatizer applied to a window around the tokens the rule reads give the
+    POS, dependency labels and lemmas of the whole pipeline: the same (verb, noun) pairs on real
+    instructions and on texts that exercise the ruler's two-token and whitespace rules; forked workers
+    give the same pairs in the same order."""
+    from selfinstruct_utils.analysis.verb_noun import _local_suffix, load_spacy, verb_noun_pairs
+
+    nlp = load_spacy()
+    names, width = _local_suffix(nlp)
+    assert names == ["attribute_ruler", "lemmatizer"] and width == 1  # the fast path is the one tested
+    user = [r["instruction"] for r in pd.read_json(data / "self_instruct/human_eval/user_oriented_instructions.jsonl", lines=True).to_dict("records")]
+    texts = seeds + user + load_dataset(data / GPTEACHER)["instruction"].drop_duplicates().tolist()[:300]
+    texts += ["Let's write a poem about the sea.", "Write  a poem\n\nabout the sea.", "I ain't gonna write it, so y'all write the code.",
+              "Do the dishes and have a rest.", "There is a bug: fix it.", "Give me a list of it.", "\n Write a haiku.", "", "!!!"]
+    got = verb_noun_pairs(texts, nlp, progress=False)
+    pairs = [tuple(None if v is None or v != v else v for v in p) for p in zip(got["verb"], got["noun"], strict=True)]
+    assert pairs == _plain_spacy_pairs(texts, nlp)
+    assert sum(v is not None and n is not None for v, n in pairs) > len(texts) // 3  # the rule finds pairs
+    forked = verb_noun_pairs(texts, nlp, progress=False, n_process=2, batch_size=64)
+    pd.testing.assert_frame_equal(forked, got)
+
+
+def test_comparison_numbers_pinned(code_alpaca):
+    """The whole tidy table of a comparison on real data (Code Alpaca's even and odd rows: one set
+    subsampled, one used whole), digest and a few values exactly as the code computed them before it
+    reused per-profile work (tokens, MinHash signatures, whole-set ROUGE-L, one shared parse)."""
+    import hashlib
+
+    res = compare({"A": code_alpaca.subset(range(0, len(code_alpaca), 2), "even"),
+                   "B": code_alpaca.subset(range(1, len(code_alpaca), 2), "odd")}, repeats=3, progress=False)
+    got = res.set_index(["dataset", "measure"])["mean"]
+    assert got["A", "distinct-2"] == 0.36117917202638594
+    assert got["A", "MTLD"] == 48.58102535232549
+    assert got["A", "distinct verb-noun pairs"] == 308.3333333333333
+    assert got["B", "max ROUGE-L to rest"] == 0.5546166606526794
+    assert got["A", "max ROUGE-L to rest"] == 0.5478947077733526
+    assert hashlib.sha256(res.to_csv(index=False).encode()).hexdigest() == "11c7be9f4971e35fceb96cc2dc6f5fb42434a789923a07326abc54c18e91d306"
+
+
+def test_reused_views_equal_fresh_computations(real_instructions, code_alpaca):
+    """What a profile keeps (MinHash signatures, tokens, the whole set's ROUGE-L to the rest) gives, for
+    any subset, what the functions compute from the texts alone; the signatures are datasketch's."""
+    from datasketch import MinHash
+    from datasketch.hashfunc import sha1_hash32
+
+    from selfinstruct_utils.analysis.compare import _draw
+    from selfinstruct_utils.analysis.diversity import _self_rouge
+    from selfinstruct_utils.analysis.lexical import TokenTable
+    from selfinstruct_utils.analysis.neardup import NearDuplicateIndex
+
+    texts = real_instructions
+    nd = near_duplicates(texts)  # pinned: the clusters of the datasketch-LSH implementation before
+    assert (len(nd.clusters), nd.redundant) == (7, 8) and sorted(map(len, nd.clusters)) == [2, 2, 2, 2, 2, 2, 3]
+    assert {texts[i] for i in nd.clusters[0]} == {"Answer the following question."}
+    index = NearDuplicateIndex(texts)
+    sig = index.signatures(range(200))
+    ref = MinHash.bulk([[s.encode("utf-8") for s in shingles(t)] for t in texts[:200]], num_perm=128, seed=1, hashfunc=sha1_hash32)
+    assert np.array_equal(sig, np.array([m.hashvalues for m in ref]))
+    table = TokenTable(texts)
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        rows = np.sort(rng.permutation(len(texts))[:1500])
+        picked = [texts[i] for i in rows]
+        assert index.clusters(rows).clusters == near_duplicates(picked).clusters
+        assert [table.distinct_n(k, rows) for k in (1, 2, 3)] == [distinct_n(picked, k) for k in (1, 2, 3)]
+    whole = _draw(code_alpaca, len(code_alpaca), np.random.default_rng(0), seed=3, max_queries=500)
+    direct = max_rouge_to_rest(code_alpaca.instructions["instruction"].tolist(), queries=500, seed=3)
+    assert np.array_equal(_self_rouge(whole), direct)
