@@ -297,8 +297,11 @@ class NoveltyPool:
         lens = self.index.lengths()
         out_c, out_j = [], []
         for matrix, first, row_keys in self._presence_matrices():
-            pos = np.searchsorted(row_keys, keys)  # a key's row in this matrix (absent keys: no row)
-            inside = row_keys[np.minimum(pos, len(row_keys) - 1)] == keys
+            if row_keys is None:  # one row per key value
+                pos, inside = keys, keys < matrix.shape[0]
+            else:  # rows only for the keys that occur
+                pos = np.searchsorted(row_keys, keys)
+                inside = row_keys[np.minimum(pos, len(row_keys) - 1)] == keys
             indptr = np.zeros(len(row_c) + 1, dtype=np.int64)
             np.cumsum(np.bincount(entry_row[inside], minlength=len(row_c)), out=indptr[1:])
             counts = sparse.csr_matrix((np.ones(int(indptr[-1]), dtype=np.int32), pos[inside], indptr),
@@ -335,12 +338,14 @@ class NoveltyPool:
         self._band_sizes += np.bincount(_band_of(self.index.lengths()[synced:]), minlength=len(_BAND_LO))
 
     def _presence_matrices(self):
-        """[(matrix, index of its first pool text, its row keys)]: the big band-keyed presence matrix and the
-        tail of texts added since it was built (rebuilt when the tail exceeds :attr:`_TAIL` texts)."""
+        """[(matrix, index of its first pool text, its row keys or None)]: the big band-keyed presence matrix
+        (a row per key value: built rarely, at the cost of the vocabulary times the bands) and the tail of
+        texts added since it was built (rebuilt at every call that follows an accept, so with rows only for
+        the keys that occur; the whole is rebuilt when the tail exceeds :attr:`_TAIL` texts)."""
         n = len(self._distinct)
         if self._presence is None or n - self._presence_n > self._TAIL:
             self._presence_n = n
-            self._presence = self._presence_matrix(0, n)
+            self._presence = self._presence_matrix(0, n, compact=False)
             self._tail = None
         out = [(*self._presence, 0)]
         if n > self._presence_n:
@@ -349,11 +354,11 @@ class NoveltyPool:
             out.append((*self._tail[1], self._presence_n))
         return [(matrix, first, row_keys) for matrix, row_keys, first in out]
 
-    def _presence_matrix(self, lo: int, hi: int):
-        """Pool texts lo..hi-1 as (CSR matrix, row keys): one row per key ``token * bands + band of the
-        text`` that occurs (``row keys``, sorted), one column per text. Only occurring keys get a row, so
-        building it costs the texts' tokens, not the vocabulary times the bands (which made a small tail
-        as dear as the whole pool)."""
+    def _presence_matrix(self, lo: int, hi: int, compact: bool = True):
+        """Pool texts lo..hi-1 as (CSR matrix, row keys), one column per text. ``compact``: one row per key
+        ``token * bands + band of the text`` that occurs (``row keys``, sorted), so building it costs the
+        texts' tokens, not the vocabulary times the bands (which made a small tail as dear as the whole
+        pool); else row = key (row keys None), built without a sort."""
         from scipy import sparse
 
         distinct = self._distinct[lo:hi]
@@ -361,6 +366,9 @@ class NoveltyPool:
         items = np.repeat(np.arange(hi - lo), [len(d) for d in distinct])
         bands = _band_of(self.index.lengths(hi)[lo:])
         keys = tokens * len(_BAND_LO) + bands[items]
+        if not compact:
+            n_keys = int(keys.max()) + 1 if len(keys) else 1
+            return sparse.csr_matrix((np.ones(len(keys), dtype=np.int32), (keys, items)), shape=(n_keys, hi - lo)), None
         order = np.argsort(keys, kind="stable")  # one sort: rows by key, each row's texts in increasing order
         keys = keys[order]
         starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.int64)
