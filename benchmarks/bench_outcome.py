@@ -148,7 +148,7 @@ def run_point(point: Point, scale: Scale, work: Path, *, base: str | None, devic
     pred_dir = work / "predictions"
     row = {"model": point.name, "group": point.group, "source": point.source or "", "examples": 0,
            "instructions": 0, "steps": 0, "train_s": 0.0, "eval_s": 0.0, "final_loss": float("nan")}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     result = None
     if point.source is None:
         identity = resolve_base(base)[1]
@@ -174,6 +174,8 @@ def run_point(point: Point, scale: Scale, work: Path, *, base: str | None, devic
     row["eval_s"] = round(time.perf_counter() - t1, 1)
     row["eval_generation_s"] = meta.get("seconds")
     row["base_id"] = identity.get("id")
+    row["cpu_s"] = round(time.process_time() - cpu0, 1)  # this process's CPU seconds (all its threads)
+    row["load_avg"] = round(os.getloadavg()[0], 1)  # the machine's 1-minute load when the point finished
     return row
 
 
@@ -280,14 +282,16 @@ def figure(table: pd.DataFrame, path: Path, title: str) -> None:
 
 def markdown(table: pd.DataFrame, rating: pd.DataFrame | None, header: list[str]) -> str:
     cols = ["model", "group", "examples", "steps", "rougeL", "low", "high", "vs_base", "vs_base_low", "vs_base_high",
-            "verdict", "train_s", "eval_s"]
+            "verdict", "train_s", "eval_s", "cpu_s", "load_avg"]
     t = table[[c for c in cols if c in table.columns]].copy()
     for c in ("rougeL", "low", "high", "vs_base", "vs_base_low", "vs_base_high"):
         t[c] = t[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     for c in ("examples", "steps"):
         t[c] = t[c].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
-    for c in ("train_s", "eval_s"):
+    for c in [c for c in ("train_s", "eval_s", "cpu_s") if c in t.columns]:
         t[c] = t[c].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+    if "load_avg" in t.columns:
+        t["load_avg"] = t["load_avg"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     lines = header + ["", t.to_markdown(index=False)]
     if rating is not None:
         lines += ["", "The embedded LM (SmolLM2-135M) as an AUTOMATIC rater, A-D (paper Figure 6's scale), on "
@@ -384,7 +388,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                                                             if k in ("torch", "transformers", "peft", "trl")) + ".",
         f"Command: `python benchmarks/bench_outcome.py --scale {args.scale}"
         + (f" --rate {args.rate}" if args.rate else "") + "`. train_s/eval_s: wall seconds of each point "
-        "(0 when reused from an earlier invocation's files).",
+        "(0 when reused from an earlier invocation's files); cpu_s: the benchmark process's CPU seconds for it; "
+        "load_avg: the machine's 1-minute load average when it finished (2 cores: above 2, other work shared them).",
     ]
     text = markdown(table, rating, header)
     print(text)
