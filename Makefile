@@ -38,8 +38,10 @@ demo: install-demo
 test: install
 	$(BIN)/python -m pytest
 
+## Without the embedded LM, notebooks and training, on every core (pytest-xdist): each test file runs on
+## one worker, so its module-scoped fixtures (a spaCy parse, the report) are built once, as in a serial run.
 test-fast: install
-	$(BIN)/python -m pytest -m "not lm and not notebook and not train"
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not lm and not notebook and not train"
 
 lint: install
 	$(BIN)/ruff check selfinstruct_utils tests benchmarks

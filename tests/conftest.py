@@ -12,6 +12,22 @@ from selfinstruct_utils.data import data_dir
 PROJECT = Path(__file__).resolve().parent.parent
 
 
+def _per_test_timeout() -> float:
+    """pytest-timeout's limit for one test (``timeout`` in pyproject.toml's [tool.pytest.ini_options])."""
+    import tomllib
+
+    try:
+        return float(tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["timeout"])
+    except (OSError, KeyError, ValueError):
+        return 900.0
+
+
+#: How long a test waits for something that must happen (a subprocess reaching a state, a server thread's
+#: condition): as long as the test may run at all. A wait never gives up earlier, so a slow or loaded
+#: machine makes a test slower, never red; a real hang still ends at pytest-timeout's limit.
+HANG_GUARD_S = _per_test_timeout()
+
+
 @pytest.fixture(scope="session")
 def data() -> Path:
     """The real data folder ($SELFINSTRUCT_DATA, default ../shared/data)."""
@@ -94,11 +110,15 @@ _STATE_AT_START = None
 
 def pytest_sessionstart(session):
     global _STATE_AT_START
-    _STATE_AT_START = _tracked_state()
+    if not hasattr(session.config, "workerinput"):
+        _STATE_AT_START = _tracked_state()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The test suite never rewrites a tracked file (figures included): fail the session if it did."""
+    """The test suite never rewrites a tracked file (figures included): fail the session if it did (checked
+    once, by the main process, under pytest-xdist)."""
+    if hasattr(session.config, "workerinput"):
+        return
     end = _tracked_state()
     if _STATE_AT_START is not None and end is not None and end != _STATE_AT_START:
         import subprocess
