@@ -66,6 +66,7 @@ class Scale:
     max_length: int
     examples: int | None
     curve: tuple[int, ...]
+    sources: tuple[str, ...] = tuple(SOURCES)
     train_batch: int = 8
     learning_rate: float = 3e-4
     notes: str = ""
@@ -75,10 +76,11 @@ class Scale:
 SCALES = {
     # plumbing only (the test): a handful of examples, two tasks, a few tokens
     "smoke": Scale(tasks=2, new_tokens=4, gen_batch=2, epochs=1, max_length=256, examples=4, curve=(0, 2, 4)),
-    # 2 CPU cores: all 252 tasks, 256 examples per source, one epoch (sized from a measured 13 s per
-    # optimizer step of 8 x 128 tokens and 40 new tokens/s at generation batch 32)
+    # 2 CPU cores: all 252 tasks, 256 examples of two sources, one epoch. Sized from measurements here:
+    # 13-20 s per optimizer step of 8 examples, and 5-8 minutes to answer the 252 tasks (quiet machine;
+    # the long inputs of a few tasks dominate the prompt reading), so about an hour for these 5 points
     "laptop": Scale(tasks=None, new_tokens=64, gen_batch=32, epochs=1, max_length=256, examples=256,
-                    curve=(0, 64, 256)),
+                    curve=(0, 64, 256), sources=("gpt3-run", "code-alpaca")),
     # a GPU: 10x the examples (every example of each source), two epochs (paper A.3), the curve to 1,024
     # (and all of Code Alpaca, the source point), answers twice as long
     "gpu": Scale(tasks=None, new_tokens=128, gen_batch=64, epochs=2, max_length=256, examples=None,
@@ -95,14 +97,14 @@ class Point:
 
 
 def grid(scale: Scale, kit_run: Path | None) -> list[Point]:
-    """The points of one scale, base first, the kit's run last; a Figure 7 size equal to the sources' is
-    their point."""
+    """The points of one scale: base, Figure 7's smaller sizes, the sources, the kit's run; a Figure 7
+    size equal to the sources' is the source's point."""
     points = [Point("base", None, 0, "base")]
-    for name, dataset in SOURCES.items():
-        points.append(Point(name, dataset, scale.examples, "data source"))
     for n in scale.curve:
         if n and n != scale.examples:
             points.append(Point(f"{CURVE_SOURCE}-{n}", SOURCES[CURVE_SOURCE], n, "data size"))
+    for name in scale.sources:
+        points.append(Point(name, SOURCES[name], scale.examples, "data source"))
     if kit_run is not None:
         points.append(Point("kit-run", str(kit_run), scale.examples, "data source"))
     return points

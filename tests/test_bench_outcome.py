@@ -56,10 +56,10 @@ def test_the_outcome_benchmark_trains_scores_compares_and_resumes(tmp_path, data
         table = bench.main(args)
         asked = {p for b in rater.requests for p in (b["prompt"] if isinstance(b["prompt"], list) else [b["prompt"]])}
 
-    points = ["base", "gpt3-run", "code-alpaca", "gpteacher", "code-alpaca-2"]
+    points = ["base", "code-alpaca-2", "gpt3-run", "code-alpaca", "gpteacher"]
     rows = [json.loads(line) for line in (work / "rows.jsonl").read_text().splitlines()]
     assert [r["model"] for r in rows] == points
-    assert [r["examples"] for r in rows] == [0, 4, 4, 4, 2] and [r["steps"] for r in rows] == [0, 1, 1, 1, 1]
+    assert [r["examples"] for r in rows] == [0, 2, 4, 4, 4] and [r["steps"] for r in rows] == [0, 1, 1, 1, 1]
     ours = table[table["model"].isin(points)].set_index("model")
     published = table[~table["model"].isin(points)]
     assert len(published) == 8 and set(published["group"]) == {"published (GPT-3 family)"}
