@@ -241,7 +241,7 @@ def comparison_figure(result: pd.DataFrame, *, paper: bool = True, col_wrap: int
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from ..plots import _finish
+    from ..plots import finish
 
     measures = list(dict.fromkeys(result["measure"]))
     datasets = list(dict.fromkeys(result["dataset"]))
@@ -275,4 +275,4 @@ def comparison_figure(result: pd.DataFrame, *, paper: bool = True, col_wrap: int
     fig.suptitle(f"Size-matched comparison: {n:,} instructions per subsample, mean and "
                  f"{'interval over ' + str(int(result['repeats'].max())) + ' subsamples' if len(result) else ''}"
                  + ("; dashed: the paper's published value (52K)" if paper else ""), fontsize=10)
-    return _finish(fig, name, figures_dir)
+    return finish(fig, name, figures_dir)
