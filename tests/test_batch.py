@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import HANG_GUARD_S
 from fake_batch_server import FakeBatchServer
 
 from selfinstruct_utils import batch as batch_mod
@@ -120,7 +121,7 @@ def test_process_killed_while_polling_resumes_its_batch(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, server.base_url, str(tmp_path / "batches"),
                                  str(tmp_path / "cache")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + HANG_GUARD_S
             while server.retrieves < 3 and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert proc.poll() is None, proc.stderr.read().decode()

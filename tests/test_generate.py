@@ -4,6 +4,7 @@ import json
 import random
 
 import pytest
+from conftest import HANG_GUARD_S
 from fake_openai import FakeOpenAI
 
 from selfinstruct_utils.generate import (
@@ -120,7 +121,7 @@ def test_step1_lag_schedule_ends_the_log_at_the_request_that_reaches_the_target(
 
     def latency(body: dict) -> float:
         """Request 1 is answered only once request 2 arrived (sent when request 0 was decided)."""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD_S
         while body["seed"] == request_seed(42, 1) and len(fake.requests) < 3 and time.monotonic() < deadline:
             time.sleep(0.005)
         return 0.0

@@ -12,7 +12,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import PROJECT
+from conftest import HANG_GUARD_S, PROJECT
 
 
 def _tracked_notebooks() -> list[str]:
@@ -73,7 +73,7 @@ def _make(*args: str, env: dict | None = None) -> str:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     return subprocess.run(["make", "-s", "-C", str(PROJECT), *args], capture_output=True, text=True, env=env,
-                          timeout=120).stdout
+                          timeout=HANG_GUARD_S).stdout
 
 
 def test_make_lab_gives_its_kernels_no_agg_backend_and_runs_as_root():

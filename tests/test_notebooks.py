@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, kit_run_from_original
+from conftest import HANG_GUARD_S, PROJECT, kit_run_from_original
 
 NOTEBOOKS = PROJECT / "notebooks"
 pytestmark = pytest.mark.notebook
@@ -392,7 +392,7 @@ def test_01_in_jupyterlab_shows_its_figure_inline(tmp_path, data):
     shot = tmp_path / "01_in_jupyterlab.png"
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(240):  # the lab answers within seconds on a quiet machine, minutes on a busy one
+        for _ in range(int(HANG_GUARD_S)):  # the lab answers within seconds on a quiet machine, minutes on a busy one
             try:
                 urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=5)
                 break
@@ -404,15 +404,15 @@ def test_01_in_jupyterlab_shows_its_figure_inline(tmp_path, data):
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/lab/tree/01_seed_tasks.ipynb?token={token}", timeout=180_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=180_000)
-            page.get_by_text("| Idle").first.wait_for(timeout=180_000)  # the status bar: the kernel is up
+            page.goto(f"{url}/lab/tree/01_seed_tasks.ipynb?token={token}", timeout=HANG_GUARD_S * 1000)
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=HANG_GUARD_S * 1000)
+            page.get_by_text("| Idle").first.wait_for(timeout=HANG_GUARD_S * 1000)  # the status bar: the kernel is up
             try:
                 page.get_by_role("menuitem", name="Kernel", exact=True).click()
                 page.get_by_text("Restart Kernel and Run All Cells…", exact=True).click()
                 page.get_by_role("button", name="Confirm Kernel Restart").or_(
                     page.get_by_role("button", name="Restart", exact=True)).first.click()
-                image = page.wait_for_selector(".jp-OutputArea-output img", timeout=240_000)
+                image = page.wait_for_selector(".jp-OutputArea-output img", timeout=HANG_GUARD_S * 1000)
                 image.scroll_into_view_if_needed()
                 box = image.bounding_box()
             finally:

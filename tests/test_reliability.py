@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import HANG_GUARD_S
 from fake_openai import FakeOpenAI
 
 from selfinstruct_utils.generate import classify_instructions
@@ -99,7 +100,7 @@ def test_ctrl_c_stops_cleanly_stops_the_server_and_keeps_records(tmp_path):
     cmd = [str(Path(sys.executable).parent / "selfinstruct"), "run", "--run-dir", str(run_dir), "--backend", "embedded",
            "--num-instructions", "40", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + HANG_GUARD_S
     requests = run_dir / "instruction_requests.jsonl"
     while time.monotonic() < deadline and not (requests.exists() and requests.stat().st_size > 0):
         time.sleep(0.2)
@@ -107,10 +108,12 @@ def test_ctrl_c_stops_cleanly_stops_the_server_and_keeps_records(tmp_path):
     started = _embedded_server_pids() - before
     assert started, "the run's embedded server is not running"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=180)
+    out, err = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    time.sleep(0.5)
+    deadline = time.monotonic() + HANG_GUARD_S  # the server may take a moment to exit on a loaded machine
+    while _embedded_server_pids() & started and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not (_embedded_server_pids() & started), "the embedded server outlived the run"
     data = requests.read_bytes()
     assert data.endswith(b"\n") and all(json.loads(x) for x in data.splitlines())
@@ -221,7 +224,7 @@ def test_bad_seed_file_through_the_cli_is_one_line(tmp_path):
     path.write_text('{"id": "a", "instruction": "x", "instances": "none"}\n')
     out = subprocess.run([sys.executable, "-m", "selfinstruct_utils.cli", "run", "--run-dir", str(tmp_path / "r"),
                           "--backend", "server", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
-                          "--seed-tasks", str(path)], capture_output=True, text=True, timeout=120)
+                          "--seed-tasks", str(path)], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: {path}:1: field 'instances': expected list, found str"
 

@@ -14,7 +14,7 @@ pytest.importorskip("spacy")
 pytest.importorskip("datasketch")
 pytest.importorskip("lexicalrichness")
 
-from conftest import kit_run_from_original  # noqa: E402
+from conftest import HANG_GUARD_S, kit_run_from_original  # noqa: E402
 
 from selfinstruct_utils.cli import main  # noqa: E402
 
@@ -74,7 +74,7 @@ def test_report_renders_in_a_headless_browser(report, tmp_path):
     shot = tmp_path / "report.png"
     proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                            f"--screenshot={shot}", "--window-size=1400,2400", "--virtual-time-budget=5000",
-                           "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180)
+                           "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Size-matched comparison" in proc.stdout  # the DOM the browser built from the page
     assert shot.is_file() and shot.stat().st_size > 20_000  # a screenshot with content, not a blank page

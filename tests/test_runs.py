@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import HANG_GUARD_S
 from fake_openai import FakeOpenAI
 
 from selfinstruct_utils.cli import main
@@ -91,7 +92,7 @@ def test_usage_totals_add_up_across_a_kill_and_a_resume(tmp_path):
         fake.hold_after(2)  # two answers, then the server holds the rest (so a loaded machine cannot race ahead)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         usage = run_dir / "usage.jsonl"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_GUARD_S
         # usage.jsonl gets one line per answer as it arrives: kill after two
         while time.monotonic() < deadline and (not usage.exists() or usage.read_bytes().count(b"\n") < 2):
             time.sleep(0.05)
@@ -330,7 +331,7 @@ def test_a_second_run_on_the_same_folder_fails_at_once_naming_the_holder(tmp_pat
     release = threading.Event()
 
     def held(body: dict) -> str:  # step 1 answers wait until the second process has been refused
-        release.wait(timeout=300)
+        release.wait(timeout=HANG_GUARD_S)
         return _numbered(body)
 
     run_dir = tmp_path / "run"
@@ -339,14 +340,14 @@ def test_a_second_run_on_the_same_folder_fails_at_once_naming_the_holder(tmp_pat
                "--num-instructions", "4"]
         first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 120  # a guard against a hang, not a measured time
+            deadline = time.monotonic() + HANG_GUARD_S  # a guard against a hang, not a measured time
             while time.monotonic() < deadline and not fake.requests:
                 time.sleep(0.05)
             assert fake.requests, "the first run sent no request"
-            second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            second = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD_S)
         finally:
             release.set()
-        out, err = first.communicate(timeout=300)
+        out, err = first.communicate(timeout=HANG_GUARD_S)
         assert main(_cli(run_dir, fake.base_url, tmp_path / "c")) == 0  # the lock went with the first process
     assert first.returncode == 0, err
     assert second.returncode == 2

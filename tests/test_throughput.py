@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import HANG_GUARD_S
 from fake_openai import FakeOpenAI, bench_text, shuffled_latency
 
 from selfinstruct_utils.generate import classify_instructions, generate_instances, generate_instructions
@@ -33,13 +34,13 @@ def seeds(data):
 
 # --- steps 2-3: a continuous window -----------------------------------------------------------------------
 def _until_in_flight(fake_box: list, c: int, then=lambda body: 0.0):
-    """A latency function: every answer waits (at most 30 s) until the server has once seen ``c`` requests in
+    """A latency function: every answer waits (at most HANG_GUARD_S) until the server has once seen ``c`` requests in
     flight at the same moment, then takes ``then(body)`` seconds. So "C in flight" is observed whatever the
     machine's load, and never more than C can be (the count is exact)."""
     seen = threading.Event()
 
     def latency(body: dict) -> float:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD_S
         while not seen.is_set() and time.monotonic() < deadline:
             if fake_box[0].in_flight >= c:
                 seen.set()
@@ -58,7 +59,7 @@ def test_steps_2_and_3_keep_c_requests_in_flight_with_no_batch_barrier(tmp_path)
 
     def latency(body: dict) -> float:
         if "Task number 0 to" in body["prompt"]:
-            first_waited.append(released.wait(60))  # False: the window never got 31 requests past it
+            first_waited.append(released.wait(HANG_GUARD_S))  # False: the window never got 31 requests past it
             return 0.0
         if len(fake.requests) >= 32:
             released.set()
@@ -216,7 +217,7 @@ def test_sigkill_at_several_points_gives_identical_files_and_exact_usage(tmp_pat
     "cache hit" for an answer the server produced)."""
     full = tmp_path / "full"
     with _counting_fake() as fake:
-        subprocess.run(_cli(full, fake.base_url, tmp_path / "cache-full"), check=True, capture_output=True, timeout=300)
+        subprocess.run(_cli(full, fake.base_url, tmp_path / "cache-full"), check=True, capture_output=True, timeout=HANG_GUARD_S)
         assert _logged(full) == (fake.delivered, fake.prompt_tokens, fake.completion_tokens)
         n1 = len(RunDir(full).read("requests"))
     part = tmp_path / "part"
@@ -228,10 +229,10 @@ def test_sigkill_at_several_points_gives_identical_files_and_exact_usage(tmp_pat
             proc = subprocess.Popen(_cli(part, fake.base_url, tmp_path / "cache"), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
             if target is None:
-                _, err = proc.communicate(timeout=300)
+                _, err = proc.communicate(timeout=HANG_GUARD_S)
                 assert proc.returncode == 0, err.decode()[-2000:]
                 break
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + HANG_GUARD_S
             # wait until the server holds answers back and the run logged every answer it was sent
             while time.monotonic() < deadline and not (
                     fake.delivered >= target and fake.in_flight > 0 and _logged(part)[0] == fake.delivered):
