@@ -181,6 +181,15 @@ def run_point(point: Point, scale: Scale, work: Path, *, base: str | None, devic
     return row
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def _logged_rows(path: Path) -> dict[str, dict]:
     """The last logged row of each point in ``rows.jsonl`` (model name -> row)."""
     if not path.is_file():
@@ -351,7 +360,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             "cpu" if args.device == "auto" else args.device)
         logged = _logged_rows(rows_path)
         for pt in points:
-            print(f"== {pt.name}: {pt.examples if pt.source else 0} examples from {pt.source or '(untuned)'}", flush=True)
+            print(f"== {pt.name}: " + (f"up to {pt.examples or 'all'} examples from {pt.source}" if pt.source else "untuned"), flush=True)
             row = run_point(pt, scale, work, base=args.base, device=device, seed=args.seed, progress=not args.no_progress)
             if row.pop("reused") and pt.name in logged:
                 print("   reused (trained and evaluated by an earlier invocation)", flush=True)
@@ -386,8 +395,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"{meta['model'].get('parameters', 0):,} parameters; tasks: {meta['tasks']} user-oriented; greedy, "
         f"{scale.new_tokens} new tokens; LoRA r=16 on q/k/v/o, lr {scale.learning_rate}, batch {scale.train_batch}, "
         f"{scale.max_length} tokens, {scale.epochs:g} epoch(s), seed {args.seed}. Examples per source: "
-        f"{scale.examples or 'all'}. Packages: " + ", ".join(f"{k} {v}" for k, v in versions.items()
-                                                            if k in ("torch", "transformers", "peft", "trl")) + ".",
+        f"{scale.examples or 'all'}. Packages: " + ", ".join(f"{k} {_version(k)}" for k in ("torch", "transformers", "peft", "trl"))
+        + f", Python {versions['python']}.",
         f"Command: `python benchmarks/bench_outcome.py --scale {args.scale}"
         + (f" --rate {args.rate}" if args.rate else "") + "`. train_s/eval_s: wall seconds of each point "
         "(0 when reused from an earlier invocation's files); cpu_s: the benchmark process's CPU seconds for it; "
