@@ -45,9 +45,10 @@ def _lines(folder: Path) -> int:
 
 @pytest.mark.lm
 def test_sigkill_at_random_moments_then_resume_gives_identical_files(embedded_lm, tmp_path):
-    """Kill a real run (CLI subprocess against the embedded server) 8 times at random points of its
+    """Kill a real run (CLI subprocess against the embedded server) up to 8 times at random points of its
     progress -- in steps 1, 2 and 3 -- each time a few milliseconds after a random number of records was
-    written, and re-run until it finishes: the files equal those of an uninterrupted run, byte for byte."""
+    written (at least one more than at the previous kill), and re-run until it finishes: the files equal
+    those of an uninterrupted run, byte for byte."""
     cache = tmp_path / "cache"
     full = tmp_path / "full"
     subprocess.run(_cli(full, embedded_lm.base_url, embedded_lm.alias, cache), check=True, capture_output=True, timeout=900)
@@ -67,10 +68,12 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_files(embedded_lm
         proc = subprocess.Popen(_cli(part, embedded_lm.base_url, embedded_lm.alias, cache),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if kills < 8:
-            target = targets[kills]
+            # at least one record past where the last kill left it: a replay from the cache writes records
+            # faster than the poll, so a target already passed would kill at the same point again
+            target = max(targets[kills], _lines(part) + 1)
             while proc.poll() is None and _lines(part) < target:
                 time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.02))
+            time.sleep(rng.uniform(0, 0.005))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
@@ -81,7 +84,8 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_files(embedded_lm
         break
     else:
         pytest.fail("the run never finished")
-    assert kills == 8 and len(set(kill_points)) >= 4, kill_points
+    # every kill at a new point (the run may finish before the eighth when the replay outruns the poll)
+    assert kills >= 4 and len(set(kill_points)) == kills, kill_points
     for name in RUN_FILES:
         assert (full / name).read_bytes() == (part / name).read_bytes(), name
     print(f"kills: {kills}, step records when killed: {kill_points} of {total}, runs: {runs}")
