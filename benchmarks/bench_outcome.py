@@ -121,20 +121,10 @@ def _dataset_path(source: str) -> Path:
     return found[source]
 
 
-def _predictions_current(folder: Path, name: str, identity: dict, tasks: int, new_tokens: int) -> bool:
-    meta_path = folder / f"{name}_predictions.meta.json"
-    if not meta_path.is_file() or not (folder / f"{name}_predictions.jsonl").is_file():
-        return False
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    made_by = meta.get("model") or {}
-    return (all(made_by.get(k) == identity.get(k) for k in ("id", "adapter_sha256", "tuning"))
-            and meta.get("tasks") == tasks and meta.get("max_new_tokens") == new_tokens)
-
-
 def run_point(point: Point, scale: Scale, work: Path, *, base: str | None, device: str, seed: int,
               progress: bool) -> dict:
     """Tune (unless the base point) and evaluate one point; returns its row (wall seconds included)."""
-    from selfinstruct_utils.evaluate import evaluate_user_oriented, user_oriented_tasks
+    from selfinstruct_utils.evaluate import evaluate_user_oriented, predictions_made_by, user_oriented_tasks
     from selfinstruct_utils.tune import (
         TuneConfig,
         load_base,
@@ -164,7 +154,7 @@ def run_point(point: Point, scale: Scale, work: Path, *, base: str | None, devic
                    data_sha256=result.manifest["data"]["sha256"], adapter_sha256=identity.get("adapter_sha256"))
     row["train_s"] = round(time.perf_counter() - t0, 1)
     t1 = time.perf_counter()
-    current = _predictions_current(pred_dir, point.name, identity, n_tasks, scale.new_tokens)
+    current = predictions_made_by(pred_dir, point.name, identity, tasks=n_tasks, max_new_tokens=scale.new_tokens)
     row["reused"] = current and (result is None or result.model is None)  # nothing trained or evaluated now
     if not current:
         model = (result if result is not None and result.model is not None else
@@ -200,11 +190,9 @@ def _logged_rows(path: Path) -> dict[str, dict]:
 def score(pred_dir: Path, rows: pd.DataFrame, *, seed: int) -> pd.DataFrame:
     """ROUGE-L with intervals for every point and the published models, and each point's paired
     difference from ``base``."""
-    from scipy.stats import bootstrap
-
     from selfinstruct_utils.analysis.human_eval import load_predictions, rouge_by_model
     from selfinstruct_utils.data import predictions_dir, user_oriented_path
-    from selfinstruct_utils.evaluate import rouge_summary
+    from selfinstruct_utils.evaluate import mean_interval, rouge_summary
 
     ours = load_predictions(pred_dir, user_oriented_path(), models=list(rows["model"]))
     tasks = sorted(ours["task"].unique())
@@ -221,12 +209,7 @@ def score(pred_dir: Path, rows: pd.DataFrame, *, seed: int) -> pd.DataFrame:
             diffs.append((np.nan, np.nan, np.nan, ""))
             continue
         d = (per_task[model] - per_task["base"]).to_numpy(dtype=float)
-        if np.ptp(d) > 0:
-            ci = bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
-                           rng=np.random.default_rng(seed)).confidence_interval
-            low, high = float(ci.low), float(ci.high)
-        else:
-            low = high = float(d.mean())
+        low, high = mean_interval(d, seed=seed)
         verdict = "better" if low > 0 else "worse" if high < 0 else "no significant difference"
         diffs.append((float(d.mean()), low, high, verdict))
     out[["vs_base", "vs_base_low", "vs_base_high", "verdict"]] = pd.DataFrame(diffs, index=out.index)

@@ -41,6 +41,8 @@ __all__ = [
     "evaluate_user_oriented",
     "common_task_scores",
     "rouge_summary",
+    "mean_interval",
+    "predictions_made_by",
     "superni_examples",
     "evaluate_superni",
     "data_size_curve",
@@ -205,6 +207,24 @@ def common_task_scores(predictions: pd.DataFrame) -> pd.DataFrame:
     return df[df["task"].isin(per_task[per_task == df["model"].nunique()].index)]
 
 
+def mean_interval(values: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 2000,
+                  seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``, seeded).
+
+    Returns:
+        ``(low, high)``; both equal the mean when the values do not vary (or there is one), NaN for none.
+    """
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, dtype=float)
+    if len(values) > 1 and np.ptp(values) > 0:
+        ci = bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                       method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+        return float(ci.low), float(ci.high)
+    mean = float(values.mean()) if len(values) else float("nan")
+    return mean, mean
+
+
 def rouge_summary(predictions: pd.DataFrame, *, common_tasks: bool = True, confidence: float = 0.95,
                   n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Mean ROUGE-L F1 of each model's responses against the targets, with a bootstrap interval.
@@ -218,8 +238,6 @@ def rouge_summary(predictions: pd.DataFrame, *, common_tasks: bool = True, confi
     Returns:
         One row per model, best first: ``model``, ``tasks``, ``rougeL`` (mean, 0-1), ``low``, ``high``.
     """
-    from scipy.stats import bootstrap
-
     from .analysis.human_eval import rouge_by_model
 
     df = common_task_scores(predictions) if common_tasks else (
@@ -227,12 +245,7 @@ def rouge_summary(predictions: pd.DataFrame, *, common_tasks: bool = True, confi
     rows = []
     for model, g in df.groupby("model"):
         scores = g["rougeL"].to_numpy(dtype=float)
-        if len(scores) > 1 and np.ptp(scores) > 0:
-            ci = bootstrap((scores,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                           method="percentile", rng=np.random.default_rng(seed)).confidence_interval
-            low, high = float(ci.low), float(ci.high)
-        else:
-            low = high = float(scores.mean()) if len(scores) else float("nan")
+        low, high = mean_interval(scores, confidence=confidence, n_resamples=n_resamples, seed=seed)
         rows.append({"model": model, "tasks": len(scores), "rougeL": float(scores.mean()), "low": low, "high": high})
     return pd.DataFrame(rows).sort_values(["rougeL", "model"], ascending=[False, True]).reset_index(drop=True)
 
@@ -346,7 +359,7 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
             identity = result.identity
         else:
             result, identity = None, resolve_base(base)[1]
-        if _predictions_made_by(folder, name, identity, tasks=n_tasks, max_new_tokens=max_new_tokens):
+        if predictions_made_by(folder, name, identity, tasks=n_tasks, max_new_tokens=max_new_tokens):
             preds = load_predictions(folder, models=[name])
         else:  # only now load weights
             model = (result if result is not None and result.model is not None else
@@ -363,9 +376,11 @@ def data_size_curve(data, out_dir: str | os.PathLike, *, fractions: Sequence[flo
     return curve
 
 
-def _predictions_made_by(folder: Path, name: str, identity: dict, *, tasks: int, max_new_tokens: int) -> bool:
+def predictions_made_by(folder: str | os.PathLike, name: str, identity: dict, *, tasks: int, max_new_tokens: int) -> bool:
     """Whether ``folder`` holds ``name``'s predictions made by the model ``identity`` names (base id,
-    adapter hash, tuning data) on ``tasks`` tasks with ``max_new_tokens``, read from their meta file."""
+    adapter hash, tuning data) on ``tasks`` tasks with ``max_new_tokens``, read from their meta file
+    (an unreadable meta file: False, the predictions are made again)."""
+    folder = Path(folder)
     meta_path = folder / f"{name}_predictions.meta.json"
     if not (folder / f"{name}_predictions.jsonl").is_file() or not meta_path.is_file():
         return False
