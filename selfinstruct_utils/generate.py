@@ -4,10 +4,11 @@ Step 1, as the paper's Sec. 2.2 reads, in three pieces:
 
 - :func:`build_prompts`: the prompts of one batch of requests, each with 8 in-context instructions
   (6 seeds + 2 machine-generated) drawn from the task pool as it was when the batch started;
-- :func:`decide_candidates`: one completion -> candidate instructions -> rule filters -> ROUGE-L
-  novelty filter against the pool (kept ones join it);
-- :func:`generate_instructions`: the driver that resumes from the request log, sends batches and writes
-  each request's record.
+- :func:`decide_candidates` (from :mod:`selfinstruct_utils.deciding`): one completion -> candidate
+  instructions -> rule filters -> ROUGE-L novelty filter against the pool (kept ones join it);
+- :func:`generate_instructions`: the driver that resumes from the request log, sends requests and writes
+  each request's record; with many requests in flight the decisions run in a worker process
+  (:class:`~selfinstruct_utils.deciding.DecisionWorker`) while the driver keeps sending.
 
 Step 2, :func:`classify_instructions`: is each instruction a classification task? Step 3,
 :func:`generate_instances`: input-first or output-first instances for each instruction.
@@ -35,7 +36,9 @@ the files, are the same as with a live client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import random
 import time
 from collections import Counter
@@ -45,10 +48,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .filters import instruction_rejection_reason
+from .deciding import DecisionRules, Decisions, DecisionWorker, decide_candidates, last_decided
 from .llm import TABLE4, Completion, LMClient, SamplingParams, run_sync
-from .novelty import NoveltyPool
-from .parse import parse_instructions, parse_is_classification
+from .parse import parse_is_classification
 from .records import SeedTask, write_jsonl
 from .runs import RunDir, StepResult
 from .templates import KIT_TEMPLATES, TemplateSet
@@ -150,63 +152,6 @@ def build_prompts(
     return out
 
 
-def decide_candidates(
-    text: str | None,
-    finish_reason: str | None,
-    pool: NoveltyPool,
-    *,
-    threshold: float = 0.7,
-    comparison: str = "gt",
-    still_needed: int | None = None,
-    record_similar: int = 10,
-) -> tuple[list[dict], list[dict]]:
-    """Decide one completion's candidate instructions against the task pool (accepted ones join it).
-
-    The continuation is parsed (:func:`~selfinstruct_utils.parse.parse_instructions`), the rule filters
-    run (:func:`~selfinstruct_utils.filters.instruction_rejection_reason`), then the ROUGE-L novelty
-    filter (:meth:`~selfinstruct_utils.novelty.NoveltyPool.add_novel`).
-
-    Args:
-        text, finish_reason: the completion.
-        pool: the task pool (seeds + kept machine instructions); modified.
-        threshold, comparison: the novelty filter (paper: 0.7).
-        still_needed: keep at most this many (later novel ones are decided ``over_target``); None: no limit.
-        record_similar: neighbours recorded per kept instruction (0: none).
-    Returns:
-        ``(candidates, kept)``: every candidate as {"instruction", "decision"} (a rejection reason,
-        "too_similar" with "rougeL" and "most_similar", "over_target", or "kept"), and one record per
-        kept instruction with its ``most_similar`` pool instructions (pool as it was before it joined)
-        and ``avg_similarity_score``, as the released code records them.
-    """
-    parsed = parse_instructions(text, finish_reason)
-    candidates = [{"instruction": r.text, "decision": r.reason} for r in parsed.rejections]
-    passing = []
-    for inst in parsed.instructions:
-        reason = instruction_rejection_reason(inst)
-        if reason is None:
-            passing.append(inst)
-        else:
-            candidates.append({"instruction": inst, "decision": reason})
-    n_before = len(pool)
-    decisions = pool.add_novel(passing, threshold=threshold, comparison=comparison, max_accept=still_needed)
-    kept = []
-    for inst, dec in zip(passing, decisions, strict=True):
-        if dec.accepted:
-            record = {"instruction": inst}
-            if record_similar:
-                (neighbours, mean), = pool.index.top_k([inst], record_similar, upto=n_before + len(kept))
-                record["most_similar"] = dict(neighbours)
-                record["avg_similarity_score"] = mean
-            kept.append(record)
-            candidates.append({"instruction": inst, "decision": "kept"})
-        elif dec.over_limit:
-            candidates.append({"instruction": inst, "decision": "over_target"})
-        else:
-            candidates.append({"instruction": inst, "decision": "too_similar", "rougeL": dec.score,
-                               "most_similar": dec.blocker})
-    return candidates, kept
-
-
 def _bar(total: int, desc: str, progress: bool, initial: int = 0):
     return tqdm(total=total, desc=desc, initial=initial, disable=not progress, unit="it", dynamic_ncols=True)
 
@@ -241,16 +186,32 @@ def _round_client(client) -> bool:
 _Job = tuple[int, str, int | None]
 
 
+class _Side:
+    """Work the driver waits on besides its requests (step 1's decisions in a worker process): the
+    driver calls ``attach(loop, wake)`` once (``wake()`` then wakes it, e.g. from a reader on a pipe),
+    ``pending()`` before it would stop (True: keep waiting), ``check()`` after each wake (raises what the
+    side failed with), ``detach(loop)`` at the end."""
+
+    def attach(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None: ...
+    def detach(self, loop: asyncio.AbstractEventLoop) -> None: ...
+    def pending(self) -> bool: return False
+    def check(self) -> None: ...
+
+
 async def _drive(client: LMClient, step: str, params: SamplingParams, next_job: Callable[[], _Job | None],
                  deliver: Callable[[int, Completion], None], window: int,
-                 on_usage: Callable[[Completion, int], None]) -> None:
+                 on_usage: Callable[[Completion, int], None], side: _Side | None = None) -> None:
     """Keep up to ``window`` requests in flight: ask ``next_job`` for a request whenever a slot is free
     (None: nothing can be sent now), hand each answer to ``deliver`` as it arrives, until nothing is in
-    flight and nothing can be sent. One HTTP client (connection pool) serves every request. A failed
-    request cancels the others and raises after the answers already received were delivered."""
+    flight, nothing can be sent and ``side`` has nothing pending. A wake from ``side`` asks ``next_job``
+    again. One HTTP client (connection pool) serves every request. A failed request cancels the others
+    and raises after the answers already received were delivered."""
     http = client.open_http()
     finished: asyncio.Queue = asyncio.Queue()
     inflight: dict[asyncio.Task, int] = {}
+    loop = asyncio.get_running_loop()
+    if side is not None:
+        side.attach(loop, lambda: finished.put_nowait(None))
     try:
         while True:
             while len(inflight) < window:
@@ -262,20 +223,27 @@ async def _drive(client: LMClient, step: str, params: SamplingParams, next_job: 
                 task = asyncio.ensure_future(client.arequest(http, prompt, p, step=step, request_id=rid, on_usage=on_usage))
                 inflight[task] = rid
                 task.add_done_callback(finished.put_nowait)
-            if not inflight:
+            if not inflight and (side is None or not side.pending()):
                 return
             task = await finished.get()
+            if task is None:  # the side woke us: a decision arrived
+                side.check()
+                continue
             rid = inflight.pop(task)
             err = task.exception()
             if err is not None:
                 while not finished.empty():  # answers that arrived meanwhile still reach their records
                     other = finished.get_nowait()
+                    if other is None:
+                        continue
                     other_rid = inflight.pop(other)
                     if not other.cancelled() and other.exception() is None:
                         deliver(other_rid, other.result())
                 raise err
             deliver(rid, task.result())
     finally:
+        if side is not None:
+            side.detach(loop)
         for task in inflight:
             task.cancel()
         if inflight:
@@ -284,9 +252,10 @@ async def _drive(client: LMClient, step: str, params: SamplingParams, next_job: 
 
 
 def _run_jobs(client: LMClient, run: RunDir, step: str, params: SamplingParams,
-              next_job: Callable[[], _Job | None], deliver: Callable[[int, Completion], None], window: int) -> None:
-    """Send a step's requests: a continuous window for a live client, rounds for a batch-API client
-    (each round: every request ``next_job`` allows now, in one ``complete`` call)."""
+              next_job: Callable[[], _Job | None], deliver: Callable[[int, Completion], None], window: int,
+              side: _Side | None = None) -> None:
+    """Send a step's requests: a continuous window for a live client (``side``: see :func:`_drive`), rounds
+    for a batch-API client (each round: every request ``next_job`` allows now, in one ``complete`` call)."""
     price = getattr(client, "price_per_million", (0.0, 0.0))
     log = run.log_request_usage
 
@@ -295,7 +264,7 @@ def _run_jobs(client: LMClient, run: RunDir, step: str, params: SamplingParams,
 
     try:
         if not _round_client(client):
-            run_sync(_drive(client, step, params, next_job, deliver, max(1, window), on_usage))
+            run_sync(_drive(client, step, params, next_job, deliver, max(1, window), on_usage, side))
             return
         while True:
             jobs = []
@@ -335,6 +304,7 @@ def generate_instructions(
     progress: bool = True,
     on_request: Callable[[dict], None] | None = None,
     scheduler: str = "lag",
+    decisions: str = "auto",
 ) -> StepResult:
     """Step 1: bootstrap instructions until ``num_instructions`` are kept (paper Sec. 2.2).
 
@@ -375,11 +345,18 @@ def generate_instructions(
         progress: show a progress bar.
         on_request: called with each request's log record (for notebooks).
         scheduler: "lag" or "batch" (see :data:`SCHEDULERS`).
+        decisions: where the pool lives and candidates are decided: "inline" (in this process, inside the
+            driver's event loop), "worker" (a :class:`~selfinstruct_utils.deciding.DecisionWorker` process that
+            decides the answers in request order while this process sends requests and writes records), or
+            "auto": the worker for a live client with W >= :data:`WORKER_MIN_W` (a batch-API client always
+            decides inline); the environment variable ``SELFINSTRUCT_STEP1_DECISIONS`` overrides "auto". The
+            files are the same either way.
     Returns:
         A :class:`StepResult` with counts ``requests``, ``candidates``, ``kept`` and rejections by reason.
     Raises:
-        ValueError: no seed instructions, W < 1, or an unknown scheduler.
+        ValueError: no seed instructions, W < 1, an unknown scheduler or ``decisions``.
         LMRequestError: a request failed after its retries (every record written before stays).
+        DecisionWorkerError: the decision worker failed or died (every record written before stays).
     """
     start = time.perf_counter()
     if scheduler not in SCHEDULERS:
@@ -398,15 +375,11 @@ def generate_instructions(
         """The last request whose decisions request r's prompt sees (-1: none)."""
         return r - W if scheduler == "lag" else (r // W) * W - 1
 
-    def last_decided(reached_at: int) -> int:
-        """The last request decided when request ``reached_at`` reaches the target: itself ("lag"; the
-        requests still in flight are answered, cached and counted, but not decided) or the last of its
-        batch ("batch", as earlier versions)."""
-        return reached_at if scheduler == "lag" else (reached_at // W + 1) * W - 1
-
+    use_worker = _decisions_in_worker(decisions, client, W)
+    rules = DecisionRules(num_instructions, rouge_threshold, rouge_comparison, exact_num_instructions,
+                          record_similar, scheduler, W)
     run.truncate_to_complete_lines("requests")
     log = run.read("requests")
-    pool = NoveltyPool(seed_instructions)
     rejections: Counter = Counter()
     machine: list[str] = []
     machine_after: list[int] = []  # len(machine) after each decided request
@@ -415,7 +388,8 @@ def generate_instructions(
     stop_at = max_requests - 1  # the last request to send
 
     def absorb(rec: dict) -> None:
-        """Count one logged request's candidates and take its kept instructions into the run."""
+        """Count one logged request's candidates and take its kept instructions into the run (the same
+        stopping rule as :meth:`Decisions.decide`, which decides them)."""
         nonlocal n_candidates, stop_at
         n_candidates += len(rec["candidates"])
         rejections.update(c["decision"] for c in rec["candidates"] if c["decision"] != "kept")
@@ -424,19 +398,26 @@ def generate_instructions(
         kept_records.extend(rec["kept_records"])
         machine_after.append(len(machine))
         if not reached and len(machine) >= num_instructions:
-            stop_at = min(stop_at, last_decided(rec["request_idx"]))
+            stop_at = min(stop_at, last_decided(scheduler, W, rec["request_idx"]))
 
     # Replay the log: the recorded decisions are the truth; the pool is rebuilt from them.
+    replay = []
     for rec in log:
-        pool.add([k["instruction"] for k in rec["kept_records"]])
+        replay.append([k["instruction"] for k in rec["kept_records"]])
         absorb(rec)
     # Rewrite the kept file from the log, so a kill between the two writes loses or repeats nothing.
     write_jsonl(run.file("instructions"), kept_records)
 
     next_send = len(log)
+    use_worker = use_worker and next_send <= stop_at
     answers: dict[int, Completion] = {}
+    prompts: dict[int, tuple[list[str], str, int]] = {}
     bar = _bar(num_instructions, "step 1: instructions", progress, initial=min(len(machine), num_instructions))
-    with run.writer("requests") as req_out, run.writer("instructions") as inst_out:
+    with run.writer("requests") as req_out, run.writer("instructions") as inst_out, contextlib.ExitStack() as stack:
+        # The pool and the decisions: here, or in a worker process that decides while this one sends.
+        worker = stack.enter_context(DecisionWorker(seed_instructions, rules, replay, stop_at)) if use_worker else None
+        inline = None if use_worker else Decisions(seed_instructions, rules, replay, stop_at)
+        del replay
 
         def next_job() -> _Job | None:
             nonlocal next_send
@@ -453,15 +434,10 @@ def generate_instructions(
             next_send = r + 1
             return r, prompt, request_seed(seed, r)
 
-        prompts: dict[int, tuple[list[str], str, int]] = {}
-
-        def decide(rid: int, comp: Completion) -> None:
+        def write_decision(rid: int, candidates: list[dict], kept: list[dict]) -> None:
+            """Write request ``rid``'s record (the next in order) and take its decisions into the run."""
             plist, prompt, cut = prompts.pop(rid)
-            candidates, kept = decide_candidates(
-                comp.text, comp.finish_reason, pool, threshold=rouge_threshold, comparison=rouge_comparison,
-                still_needed=max(0, num_instructions - len(machine)) if exact_num_instructions else None,
-                record_similar=record_similar,
-            )
+            comp = answers.pop(rid)
             kept = [{"instruction": k.pop("instruction"), "request_idx": rid, **k} for k in kept]
             record = {"request_idx": rid}
             if scheduler == "batch":
@@ -485,20 +461,99 @@ def generate_instructions(
                 on_request(record)
             bar.update(min(len(kept), max(0, num_instructions - bar.n)))
 
-        def deliver(rid: int, comp: Completion) -> None:
-            answers[rid] = comp
-            # decide in request order, whatever order answers come in; none past the last one to decide
-            while len(machine_after) in answers and len(machine_after) <= stop_at:
-                decide(len(machine_after), answers.pop(len(machine_after)))
+        side = None
+        if inline is not None:
 
-        _run_jobs(client, run, "instructions", params, next_job, deliver,
-                  min(W, getattr(client, "max_concurrency", W)))
+            def deliver(rid: int, comp: Completion) -> None:
+                answers[rid] = comp
+                # decide in request order, whatever order answers come in; none past the last one to decide
+                while len(machine_after) in answers and len(machine_after) <= stop_at:
+                    r = len(machine_after)
+                    write_decision(r, *inline.decide(r, answers[r].text, answers[r].finish_reason))
+        else:
+            forwarded = len(log)  # the next request whose answer goes to the worker (they go in order)
+
+            def deliver(rid: int, comp: Completion) -> None:
+                nonlocal forwarded
+                answers[rid] = comp
+                while forwarded in answers and forwarded <= stop_at:
+                    worker.send(forwarded, answers[forwarded].text, answers[forwarded].finish_reason)
+                    forwarded += 1
+
+            def on_reply(msg: tuple) -> None:
+                if msg[0] == "decided":  # ("skipped", rid): past the stop, which this process knows by now
+                    write_decision(*msg[1:])
+
+            side = _WorkerSide(worker, on_reply, lambda: len(machine_after) < min(forwarded, stop_at + 1))
+
+        try:
+            _run_jobs(client, run, "instructions", params, next_job, deliver,
+                      min(W, getattr(client, "max_concurrency", W)), side)
+        except Exception:
+            if side is not None and side.error is None:
+                # A request failed: the answers received before it are still decided and written, as inline.
+                with contextlib.suppress(Exception):
+                    while side.pending():
+                        on_reply(worker.recv())
+            raise
     bar.close()
     return StepResult(
         counts={"requests": len(machine_after), "candidates": n_candidates, "kept": len(machine)},
         rejections=rejections,
         seconds=time.perf_counter() - start,
     )
+
+
+#: Step 1 decides in a worker process (``decisions="auto"``) for a live client with W at least this.
+WORKER_MIN_W = 32
+#: Overrides ``decisions="auto"`` of :func:`generate_instructions` ("worker", "inline" or "auto").
+DECISIONS_ENV = "SELFINSTRUCT_STEP1_DECISIONS"
+
+
+def _decisions_in_worker(decisions: str, client, W: int) -> bool:
+    """Does step 1 decide in a worker process? (see :func:`generate_instructions`'s ``decisions``)"""
+    choices = ("auto", "worker", "inline")
+    if decisions not in choices:
+        raise ValueError(f"decisions must be one of {choices}, not {decisions!r}")
+    if decisions == "auto":
+        decisions = os.environ.get(DECISIONS_ENV) or "auto"
+        if decisions not in choices:
+            raise ValueError(f"the environment variable {DECISIONS_ENV} must be one of {choices}, not {decisions!r}")
+    if _round_client(client):
+        return False  # a batch API's rounds wait for all their answers: nothing to overlap
+    return decisions == "worker" or (decisions == "auto" and W >= WORKER_MIN_W)
+
+
+class _WorkerSide(_Side):
+    """Step 1's decision worker as seen by :func:`_drive`: its replies are read (and their records
+    written) as soon as the pipe is readable, then the driver wakes to send what they allow."""
+
+    def __init__(self, worker: DecisionWorker, on_reply: Callable[[tuple], None], pending: Callable[[], bool]):
+        self.worker, self.on_reply, self._pending = worker, on_reply, pending
+        self.error: BaseException | None = None
+        self.fd = worker.fileno()
+
+    def attach(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
+        def readable() -> None:
+            try:
+                while self.worker.poll():
+                    self.on_reply(self.worker.recv())
+            except BaseException as err:  # noqa: BLE001 -- raised by check() in the driver
+                self.error = err
+                loop.remove_reader(self.fd)
+            wake()
+
+        loop.add_reader(self.fd, readable)
+
+    def detach(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.remove_reader(self.fd)
+
+    def pending(self) -> bool:
+        return self._pending()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def step_seed(seed: int, step: str, idx: int) -> int:

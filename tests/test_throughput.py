@@ -110,14 +110,14 @@ class RoundClient:
         return self.inner.complete(prompts, params, step=step, request_ids=request_ids, seeds=seeds)
 
 
-def _step1(seeds, folder: Path, *, latency=0.0, concurrency=6, rounds=False, scheduler="lag", n=30):
+def _step1(seeds, folder: Path, *, latency=0.0, concurrency=6, rounds=False, scheduler="lag", n=30, decisions="auto"):
     with FakeOpenAI(text=bench_text, latency=latency) as fake:
         client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=concurrency)
         if rounds:
             client = RoundClient(client)
         run = RunDir(folder)
         generate_instructions(client, seeds, run, num_instructions=n, request_batch_size=6, progress=False,
-                              scheduler=scheduler, record_similar=3)
+                              scheduler=scheduler, record_similar=3, decisions=decisions)
         order = list(fake.answer_order)
     files = tuple((folder / f).read_bytes() for f in STEP_FILES[:2])
     return files, order, client
@@ -142,9 +142,11 @@ def test_step1_gives_the_same_files_whatever_order_the_answers_arrive_in(seeds, 
     assert all(json.loads(x)["batch_idx"] == json.loads(x)["request_idx"] // 6 for x in batch[0].splitlines())
 
 
-def test_step1_interrupted_after_any_request_resumes_to_the_same_files(seeds, tmp_path):
-    """Stop step 1 after k logged requests (answers still in flight are abandoned), for every k, and run it
-    again: the files equal an uninterrupted run's, whatever order the answers arrived in."""
+@pytest.mark.parametrize("decisions", ["inline", "worker"])
+def test_step1_interrupted_after_any_request_resumes_to_the_same_files(seeds, tmp_path, decisions):
+    """Stop step 1 after k logged requests (answers still in flight are abandoned, a decision worker is
+    killed), for every k, and run it again: the files equal an uninterrupted inline run's, whatever order
+    the answers arrived in."""
 
     class Stop(Exception):
         pass
@@ -162,11 +164,182 @@ def test_step1_interrupted_after_any_request_resumes_to_the_same_files(seeds, tm
 
             with pytest.raises(Stop):
                 generate_instructions(client, seeds, RunDir(folder), num_instructions=12, request_batch_size=6,
-                                      progress=False, record_similar=3, on_request=stop_after_k)
+                                      progress=False, record_similar=3, on_request=stop_after_k, decisions=decisions)
             assert len(RunDir(folder).read("requests")) == k
             generate_instructions(client, seeds, RunDir(folder), num_instructions=12, request_batch_size=6,
-                                  progress=False, record_similar=3)
+                                  progress=False, record_similar=3, decisions=decisions)
         assert tuple((folder / f).read_bytes() for f in STEP_FILES[:2]) == reference, k
+
+
+# --- step 1's decisions in a worker process ----------------------------------------------------------------
+class _Workers:
+    """Counts (and keeps) the decision workers generate_instructions starts."""
+
+    def __init__(self, monkeypatch):
+        from selfinstruct_utils import deciding, generate
+
+        self.started: list = []
+        outer = self
+
+        class Counted(deciding.DecisionWorker):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, **kw)
+                outer.started.append(self)
+
+        monkeypatch.setattr(generate, "DecisionWorker", Counted)
+
+
+def _usage_of(folder: Path, upto: int) -> list[tuple]:
+    """Step 1's usage lines of requests 0..upto, without their wall seconds, sorted by request."""
+    lines = [json.loads(x) for x in (folder / "usage.jsonl").read_bytes().splitlines()]
+    return sorted((u["request_idx"], u["requests"], u["prompt_tokens"], u["completion_tokens"], u["cache_hits"])
+                  for u in lines if u["step"] == "instructions" and u["request_idx"] <= upto)
+
+
+def test_step1_decided_in_a_worker_gives_the_inline_files_whatever_the_order(seeds, tmp_path, monkeypatch):
+    """The same seed gives byte-identical step-1 files with the decisions in a worker process and inline,
+    whatever order the answers arrive in; the usage log counts the same requests (its seconds are wall
+    time); "auto" chooses the worker for a live client with W >= 32 and never for a batch API's rounds."""
+    from selfinstruct_utils.generate import WORKER_MIN_W, _decisions_in_worker
+
+    workers = _Workers(monkeypatch)
+    reference, _, _ = _step1(seeds, tmp_path / "inline", concurrency=1, decisions="inline")
+    assert workers.started == []
+    n_log = len(reference[0].splitlines())
+    for k, seed in enumerate((1, 2)):
+        folder = tmp_path / f"worker{k}"
+        files, order, _ = _step1(seeds, folder, latency=shuffled_latency(0.0, 0.05, seed=seed), decisions="worker")
+        assert order != sorted(order)
+        assert files == reference
+        assert _usage_of(folder, n_log - 1) == _usage_of(tmp_path / "inline", n_log - 1)
+    assert len(workers.started) == 2 and all(w.process.returncode == 0 for w in workers.started)
+    files, _, _ = _step1(seeds, tmp_path / "batch-worker", scheduler="batch", decisions="worker",
+                         latency=shuffled_latency(0.0, 0.05, seed=4))
+    batch, _, _ = _step1(seeds, tmp_path / "batch-inline", scheduler="batch", decisions="inline")
+    assert files == batch and len(workers.started) == 3
+    # exact_num_instructions=False: the request reaching the target keeps all its novel candidates
+    for decisions in ("inline", "worker"):
+        with FakeOpenAI(text=bench_text, latency=shuffled_latency(0.0, 0.03, seed=7)) as fake:
+            client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=6)
+            generate_instructions(client, seeds, RunDir(tmp_path / f"loose-{decisions}"), num_instructions=10,
+                                  request_batch_size=6, progress=False, exact_num_instructions=False,
+                                  decisions=decisions)
+    assert [(tmp_path / "loose-inline" / f).read_bytes() for f in STEP_FILES[:2]] == [
+        (tmp_path / "loose-worker" / f).read_bytes() for f in STEP_FILES[:2]]
+    live = LMClient("m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    assert _decisions_in_worker("auto", live, WORKER_MIN_W) and not _decisions_in_worker("auto", live, WORKER_MIN_W - 1)
+    assert not _decisions_in_worker("worker", RoundClient(live), 256)
+    monkeypatch.setenv("SELFINSTRUCT_STEP1_DECISIONS", "inline")
+    assert not _decisions_in_worker("auto", live, 256) and _decisions_in_worker("worker", live, 1)
+    with pytest.raises(ValueError, match="decisions must be one of"):
+        _decisions_in_worker("thread", live, 8)
+
+
+@pytest.mark.parametrize("decisions", ["inline", "worker"])
+def test_step1_sends_request_r_as_soon_as_decision_r_minus_w_exists(seeds, tmp_path, decisions):
+    """Each answer r is held at the server until request r + W - 1 has arrived, and request r + W - 1 can
+    only be sent once decision r - 1 exists: so the run finishes (every hold released by its condition,
+    never by the guard) only if the driver sends a request the moment the decision it waits for exists,
+    with no other answer arriving to wake it. The server sees W in flight, never more."""
+    from selfinstruct_utils.generate import request_seed
+
+    W, N = 8, 40
+    index = {request_seed(42, r): r for r in range(N)}
+    waited: list[tuple[int, bool]] = []
+    box: list = []
+
+    def latency(body: dict) -> float:
+        r = index[body["seed"]]
+        need = min(r + W, N)
+        deadline = time.monotonic() + HANG_GUARD_S
+        while len(box[0].requests) < need and time.monotonic() < deadline:
+            time.sleep(0.002)
+        waited.append((r, len(box[0].requests) >= need))
+        return 0.0
+
+    with FakeOpenAI(text=bench_text, latency=latency) as fake:
+        box.append(fake)
+        client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=W)
+        res = generate_instructions(client, seeds, RunDir(tmp_path / "run"), num_instructions=1000, max_requests=N,
+                                    request_batch_size=W, progress=False, record_similar=3, decisions=decisions)
+        assert res.counts["requests"] == N and len(fake.requests) == N
+        assert fake.max_in_flight == W
+    assert sorted(waited) == [(r, True) for r in range(N)]
+
+
+def test_a_decision_worker_that_dies_raises_a_clear_error_and_keeps_the_records(seeds, tmp_path, monkeypatch):
+    """Kill the worker (SIGKILL) after 4 records: the run raises DecisionWorkerError naming it, the 4
+    records stay, and running again gives the files of an uninterrupted run."""
+    from selfinstruct_utils.deciding import DecisionWorkerError
+
+    reference, _, _ = _step1(seeds, tmp_path / "ref", concurrency=1, n=12, decisions="inline")
+    workers = _Workers(monkeypatch)
+    folder = tmp_path / "run"
+
+    def kill_worker(record):
+        if record["request_idx"] == 3:
+            workers.started[0].process.send_signal(signal.SIGKILL)
+            workers.started[0].process.wait()
+
+    with FakeOpenAI(text=bench_text, latency=shuffled_latency(0.0, 0.03, seed=9)) as fake:
+        client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=6)
+        with pytest.raises(DecisionWorkerError, match=r"decision worker \(pid \d+\) ended unexpectedly \(exit code -9\)"):
+            generate_instructions(client, seeds, RunDir(folder), num_instructions=12, request_batch_size=6,
+                                  progress=False, record_similar=3, on_request=kill_worker, decisions="worker")
+        assert [r["request_idx"] for r in RunDir(folder).read("requests")] == [0, 1, 2, 3]
+        generate_instructions(client, seeds, RunDir(folder), num_instructions=12, request_batch_size=6,
+                              progress=False, record_similar=3, decisions="worker")
+    assert tuple((folder / f).read_bytes() for f in STEP_FILES[:2]) == reference
+
+
+@pytest.mark.slow  # three CLI starts: about 30 s on a loaded 2-core machine
+def test_a_killed_run_leaves_no_decision_worker_behind(tmp_path):
+    """SIGKILL the CLI while its decision worker runs (forced by SELFINSTRUCT_STEP1_DECISIONS): the worker
+    ends by itself (its driver's pipe closed); the resumed run gives an uninterrupted inline run's step-1
+    files."""
+    import os
+
+    import psutil
+
+    env = {**os.environ, "SELFINSTRUCT_STEP1_DECISIONS": "worker"}
+
+    def step1(run_dir: Path, base_url: str, cache: Path) -> list[str]:
+        cmd = _cli(run_dir, base_url, cache)
+        return cmd[:3] + ["step", "instructions"] + cmd[4:]
+
+    full = tmp_path / "full"  # the reference, in this process, inline (as the CLI's run: 10 instructions, W = 3)
+    with _counting_fake() as fake:
+        run_pipeline(LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=4), full,
+                     PipelineConfig(num_instructions=10, request_batch_size=3), steps=("instructions",), progress=False)
+    part = tmp_path / "part"
+    with _counting_fake() as fake:
+        fake.hold_after(5)
+        proc = subprocess.Popen(step1(part, fake.base_url, tmp_path / "cache"), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + HANG_GUARD_S
+        children: list = []
+        while time.monotonic() < deadline and not (fake.delivered >= 5 and fake.in_flight > 0 and children):
+            children = [c for c in psutil.Process(proc.pid).children() if "selfinstruct_utils.deciding" in c.cmdline()]
+            time.sleep(0.01)
+        assert proc.poll() is None and len(children) == 1, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        fake.drop_held()
+        worker = children[0]
+
+        def ended() -> bool:
+            try:
+                return worker.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        while time.monotonic() < deadline and not ended():
+            time.sleep(0.01)
+        assert ended(), "the decision worker outlived its killed driver"
+        subprocess.run(step1(part, fake.base_url, tmp_path / "cache"), check=True,
+                       capture_output=True, timeout=HANG_GUARD_S, env=env)
+    for name in STEP_FILES[:2]:
+        assert (full / name).read_bytes() == (part / name).read_bytes(), name
 
 
 def test_a_run_without_a_stored_scheduler_keeps_the_batch_schedule(seeds, tmp_path):
