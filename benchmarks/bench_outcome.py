@@ -76,11 +76,11 @@ class Scale:
 SCALES = {
     # plumbing only (the test): a handful of examples, two tasks, a few tokens
     "smoke": Scale(tasks=2, new_tokens=4, gen_batch=2, epochs=1, max_length=256, examples=4, curve=(0, 2, 4)),
-    # 2 CPU cores: all 252 tasks, 256 examples of two sources, one epoch. Sized from measurements here:
-    # 13-20 s per optimizer step of 8 examples, and 5-8 minutes to answer the 252 tasks (quiet machine;
-    # the long inputs of a few tasks dominate the prompt reading), so about an hour for these 5 points
+    # 2 CPU cores: all 252 tasks, 256 examples of each source, one epoch, Figure 7 to 1,024 examples. Sized
+    # from measurements here: 13-28 s per optimizer step of 8 examples, and 5-8 minutes to answer the 252
+    # tasks (the long inputs of a few tasks dominate the prompt reading): about 2.5 hours for the 7 points
     "laptop": Scale(tasks=None, new_tokens=64, gen_batch=32, epochs=1, max_length=256, examples=256,
-                    curve=(0, 64, 256), sources=("gpt3-run", "code-alpaca")),
+                    curve=(0, 64, 256, 1024)),
     # a GPU: 10x the examples (every example of each source), two epochs (paper A.3), the curve to 1,024
     # (and all of Code Alpaca, the source point), answers twice as long
     "gpu": Scale(tasks=None, new_tokens=128, gen_batch=64, epochs=2, max_length=256, examples=None,
