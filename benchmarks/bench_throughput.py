@@ -5,7 +5,8 @@ answers each request after L seconds, serves at most C at once, and counts how m
 For each C the kit runs each step with ``--concurrency C`` (step 1 with W = C) and we report:
 
 - achieved requests/s against the ideal C / L, and the mean number in flight at the server;
-- the kit's CPU milliseconds per request (this process's user + system CPU time over the step);
+- the kit's CPU milliseconds per request (this process's user + system CPU time over the step, plus its
+  reaped children's: step 1's decision worker process);
 - a whole run through all four steps (``--full N``) against C = 256, L = 1 s: wall time beside the
   ideal (requests x L / C) and peak memory (max RSS).
 
@@ -63,8 +64,11 @@ class Server:
 
 
 def _cpu() -> float:
+    """This process's CPU seconds plus its reaped children's: step 1's decision worker (a child process,
+    reaped before ``generate_instructions`` returns) counts as the kit's; the fake server (a child reaped
+    only after the measurements) does not."""
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _measure(server: Server, fn) -> dict:
@@ -101,8 +105,11 @@ def bench_reference(server: Server, C: int, n: int) -> dict:
     return _measure(server, lambda: asyncio.run(go()))
 
 
-def bench_steps(C: int, L: float, n_requests: int, work: Path) -> dict:
-    """Steps 2, 3 and 1 at concurrency C against a server of latency L and capacity C."""
+def bench_steps(C: int, L: float, n_requests: int, work: Path, steps: tuple[str, ...] = ("1", "2", "3"),
+                step1_decisions: tuple[str, ...] = ("auto",)) -> dict:
+    """Steps 2, 3 and 1 (those in ``steps``) at concurrency C against a server of latency L and capacity C;
+    step 1 once per entry of ``step1_decisions`` (``generate_instructions(decisions=...)``; "auto": the
+    engine's default, also for an engine without that parameter)."""
     from selfinstruct_utils.data import seed_tasks_path
     from selfinstruct_utils.generate import classify_instructions, generate_instances, generate_instructions
     from selfinstruct_utils.llm import LMClient
@@ -122,14 +129,19 @@ def bench_steps(C: int, L: float, n_requests: int, work: Path) -> dict:
         run = RunDir(work / f"c{C}")
         classify_instructions(client, [f"Warm-up task {k}." for k in range(20)], RunDir(work / f"warm{C}"),
                               progress=False)  # imports and first connections are not measured
-        out["step 2"] = _measure(server, lambda: classify_instructions(client, instructions, run, progress=False))
-        out["step 3"] = _measure(server, lambda: generate_instances(client, [(i, False) for i in instructions], run,
-                                                                      progress=False))
+        if "2" in steps:
+            out["step 2"] = _measure(server, lambda: classify_instructions(client, instructions, run, progress=False))
+        if "3" in steps:
+            out["step 3"] = _measure(server, lambda: generate_instances(client, [(i, False) for i in instructions],
+                                                                          run, progress=False))
         # step 1 with W = C: about 3 novel instructions per request
         n_inst = max(3, n_requests * 3 - 3 * C)
-        out["step 1"] = _measure(server, lambda: generate_instructions(
-            client, seeds, RunDir(work / f"s1-c{C}"), num_instructions=n_inst, request_batch_size=C,
-            max_requests=n_requests, progress=False))
+        for decisions in step1_decisions if "1" in steps else ():
+            kw = {} if decisions == "auto" else {"decisions": decisions}
+            name = "step 1" if decisions == "auto" else f"step 1 ({decisions} decisions)"
+            out[name] = _measure(server, lambda kw=kw, d=decisions: generate_instructions(
+                client, seeds, RunDir(work / f"s1-c{C}-{d}"), num_instructions=n_inst, request_batch_size=C,
+                max_requests=n_requests, progress=False, **kw))
     finally:
         server.close()
     for row in out.values():
@@ -150,13 +162,15 @@ def bench_full(n: int, C: int, L: float, work: Path) -> dict:
         cpu0, t0 = _cpu(), time.perf_counter()
         run_pipeline(client, work / f"full-{n}", config, progress=False)
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
+        worker_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # before the server is reaped
         st = server.stats()
     finally:
         server.close()
     requests = st["delivered"]
     return {"instructions": n, "requests": requests, "wall": wall, "ideal": requests * L / C, "cpu_share": cpu / wall,
             "cpu_ms_per_request": 1000 * cpu / max(1, requests),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_children_mb": worker_rss}
 
 
 def markdown(new: dict, old: dict | None, label: str = "previous engine") -> str:
@@ -181,7 +195,9 @@ def markdown(new: dict, old: dict | None, label: str = "previous engine") -> str
         out += (f"\nAll four steps, {f['instructions']:,} instructions at C = 256, L = 1 s (W = 256): {f['requests']:,} "
                 f"requests in {f['wall']:.0f} s; ideal (requests x L / C) {f['ideal']:.0f} s: {f['wall'] / f['ideal']:.2f}x; "
                 f"kit CPU {f['cpu_ms_per_request']:.2f} ms/request ({100 * f['cpu_share']:.0f}% of a core); "
-                f"peak RSS {f['peak_rss_mb']:.0f} MB.\n")
+                f"peak RSS {f['peak_rss_mb']:.0f} MB"
+                + (f" (step 1's decision worker: {f['peak_rss_children_mb']:.0f} MB)" if f.get("peak_rss_children_mb") else "")
+                + ".\n")
     return out
 
 
@@ -193,6 +209,9 @@ def main() -> None:
                     help="L per C (default: 0.1 s at 8, 0.5 s at 64, 1 s at 256: at most 256 requests/s)")
     ap.add_argument("--requests", type=int, default=None, help="requests per step (default: 6 x C, at least 200)")
     ap.add_argument("--full", type=int, default=0, help="instructions of the all-four-steps run (0: none)")
+    ap.add_argument("--steps", nargs="+", choices=["1", "2", "3"], default=["1", "2", "3"], help="steps to measure")
+    ap.add_argument("--step1-decisions", nargs="+", choices=["auto", "worker", "inline"], default=["auto"],
+                    help="step 1 once per entry: where its decisions run (auto: the engine's default)")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--previous", help="JSON of the previous engine's run (--engine ... --json), for --out")
     ap.add_argument("--previous-label", default="previous engine", help="the --previous column's name")
@@ -208,7 +227,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for C, L in zip(args.concurrency, latencies, strict=True):
             n = args.requests or max(200, 6 * C)
-            res = bench_steps(C, L, n, Path(tmp))
+            res = bench_steps(C, L, n, Path(tmp), tuple(args.steps), tuple(args.step1_decisions))
             results["steps"][C] = {"latency": L, **res}
             for step, row in res.items():
                 print(f"C={C:4d} L={L:.2f}s {step:>30}: {row['requests']:5d} requests {row['rps']:7.1f}/s "

@@ -170,9 +170,10 @@ class DecisionWorkerError(RuntimeError):
 
 
 def _serve(inbox_conn: Connection, outbox_conn: Connection) -> None:
-    """The worker's main: read ``(seed_instructions, rules, replay, stop_at)``, then decide each
-    ``(rid, text, finish_reason)`` received, in order, and send back ``("decided", rid, candidates, kept)``
-    (``("skipped", rid)`` past the stop); None ends it with ``("bye",)``."""
+    """The worker's main: say ``("ready",)`` (its imports are done), read ``(seed_instructions, rules,
+    replay, stop_at)``, then decide each ``(rid, text, finish_reason)`` received, in order, and send back
+    ``("decided", rid, candidates, kept)`` (``("skipped", rid)`` past the stop); None ends it with
+    ``("bye",)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver ends us
     inbox: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -186,6 +187,7 @@ def _serve(inbox_conn: Connection, outbox_conn: Connection) -> None:
 
     threading.Thread(target=read, daemon=True, name="decisions-inbox").start()
     try:
+        outbox_conn.send(("ready",))
         first = inbox.get()
         if first is None:
             return
@@ -213,27 +215,31 @@ class DecisionWorker:
     script), fed through one pipe and read through another.
 
     Use as a context manager: leaving it normally lets the worker finish and reaps it; leaving it by an
-    exception or Ctrl-C kills it. Send completions with :meth:`send` in request order; read
-    ``("decided", rid, candidates, kept)`` or ``("skipped", rid)`` with :meth:`recv` (:meth:`poll` says
-    whether one is waiting; :meth:`fileno` can be watched by an event loop). The worker's CPU time counts
-    in the driver's ``os.times()`` children once it is reaped (:meth:`close`, :meth:`kill`).
+    exception or Ctrl-C kills it. The process starts at once (one interpreter start: about 0.3 s of CPU
+    and 1 s of wall time for the numpy and rapidfuzz imports) and says ``("ready",)`` (:meth:`recv`; then
+    :attr:`ready` is True); :meth:`start` gives it the pool, which it builds while the driver goes on.
+    Send completions with :meth:`send` in request order from the first request :meth:`start` did not
+    replay; read ``("decided", rid, candidates, kept)`` or ``("skipped", rid)`` with :meth:`recv`
+    (:meth:`poll` says whether one is waiting; :meth:`fileno` can be watched by an event loop). The
+    worker's CPU time counts in the driver's ``os.times()`` children once it is reaped (:meth:`close`,
+    :meth:`kill`).
 
-    Args:
-        as :class:`Decisions`. Starting costs one interpreter start (about 0.3 s of CPU: numpy and
-        rapidfuzz imports), which overlaps the driver's first requests.
     Raises:
         DecisionWorkerError: from :meth:`send` / :meth:`recv` when the worker failed or died.
     """
 
-    def __init__(self, seed_instructions: Sequence[str], rules: DecisionRules, replay: Sequence[Sequence[str]] = (),
-                 stop_at: int = sys.maxsize):
+    def command(self, to_worker: int, from_worker: int) -> list[str]:
+        """The worker's command line, given the pipe ends it reads and writes."""
+        return [sys.executable, "-m", __name__, str(to_worker), str(from_worker)]
+
+    def __init__(self) -> None:
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
         package_parent = str(Path(__file__).resolve().parent.parent)  # this very package, whatever sys.path says
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
         try:
-            self.process = subprocess.Popen([sys.executable, "-m", __name__, str(to_worker_r), str(from_worker_w)],
-                                            pass_fds=(to_worker_r, from_worker_w), stdin=subprocess.DEVNULL, env=env)
+            self.process = subprocess.Popen(self.command(to_worker_r, from_worker_w), env=env,
+                                            pass_fds=(to_worker_r, from_worker_w), stdin=subprocess.DEVNULL)
         except BaseException:
             for fd in (to_worker_r, to_worker_w, from_worker_r, from_worker_w):
                 os.close(fd)
@@ -243,11 +249,20 @@ class DecisionWorker:
         self._out = Connection(to_worker_w, readable=False)
         self._in = Connection(from_worker_r, writable=False)
         self._closed = False
+        self.ready = False
+
+    def start(self, seed_instructions: Sequence[str], rules: DecisionRules, replay: Sequence[Sequence[str]] = (),
+              stop_at: int = sys.maxsize) -> None:
+        """Give the worker its :class:`Decisions` (arguments as there); it decides request ``len(replay)`` next."""
         try:
             self._out.send((list(seed_instructions), asdict(rules), [list(k) for k in replay], stop_at))
-        except BaseException:
-            self.kill()
-            raise
+        except OSError as err:
+            raise self._died(err) from err
+
+    def wait_ready(self) -> None:
+        """Wait for the worker's ``("ready",)``."""
+        while not self.ready:
+            self.recv()
 
     def fileno(self) -> int:
         """The pipe the replies come on (readable when one, or the worker's end, is waiting)."""
@@ -286,6 +301,8 @@ class DecisionWorker:
             raise DecisionWorkerError(f"step 1's decision worker (pid {self.process.pid}) failed:\n{msg[1]}")
         if msg[0] == "bye":
             raise DecisionWorkerError("step 1's decision worker ended before every reply was read")
+        if msg[0] == "ready":
+            self.ready = True
         return msg
 
     def close(self, timeout: float = 60.0) -> None:

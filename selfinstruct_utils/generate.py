@@ -348,8 +348,9 @@ def generate_instructions(
         decisions: where the pool lives and candidates are decided: "inline" (in this process, inside the
             driver's event loop), "worker" (a :class:`~selfinstruct_utils.deciding.DecisionWorker` process that
             decides the answers in request order while this process sends requests and writes records), or
-            "auto": the worker for a live client with W >= :data:`WORKER_MIN_W` (a batch-API client always
-            decides inline); the environment variable ``SELFINSTRUCT_STEP1_DECISIONS`` overrides "auto". The
+            "auto": for a live client with W >= :data:`WORKER_MIN_W`, decided here until the worker is ready
+            (its start takes about a second), then by the worker; otherwise inline. A batch-API client always
+            decides inline. The environment variable ``SELFINSTRUCT_STEP1_DECISIONS`` overrides "auto". The
             files are the same either way.
     Returns:
         A :class:`StepResult` with counts ``requests``, ``candidates``, ``kept`` and rejections by reason.
@@ -375,7 +376,7 @@ def generate_instructions(
         """The last request whose decisions request r's prompt sees (-1: none)."""
         return r - W if scheduler == "lag" else (r // W) * W - 1
 
-    use_worker = _decisions_in_worker(decisions, client, W)
+    mode = _decisions_mode(decisions, client, W)
     rules = DecisionRules(num_instructions, rouge_threshold, rouge_comparison, exact_num_instructions,
                           record_similar, scheduler, W)
     run.truncate_to_complete_lines("requests")
@@ -409,15 +410,18 @@ def generate_instructions(
     write_jsonl(run.file("instructions"), kept_records)
 
     next_send = len(log)
-    use_worker = use_worker and next_send <= stop_at
+    use_worker = mode != "inline" and next_send <= stop_at
     answers: dict[int, Completion] = {}
     prompts: dict[int, tuple[list[str], str, int]] = {}
     bar = _bar(num_instructions, "step 1: instructions", progress, initial=min(len(machine), num_instructions))
     with run.writer("requests") as req_out, run.writer("instructions") as inst_out, contextlib.ExitStack() as stack:
-        # The pool and the decisions: here, or in a worker process that decides while this one sends.
-        worker = stack.enter_context(DecisionWorker(seed_instructions, rules, replay, stop_at)) if use_worker else None
-        inline = None if use_worker else Decisions(seed_instructions, rules, replay, stop_at)
-        del replay
+        # The pool and the decisions: here, or in a worker process that decides while this one sends. A worker
+        # starts at once; until it is ready (its imports take about a second) this process decides ("auto"), or
+        # waits for it ("worker": every decision in the worker).
+        worker = stack.enter_context(DecisionWorker()) if use_worker else None
+        if worker is not None and mode == "worker":
+            worker.wait_ready()
+        inline: Decisions | None = None
 
         def next_job() -> _Job | None:
             nonlocal next_send
@@ -456,36 +460,51 @@ def generate_instructions(
             req_out.write(record)
             for k in kept:
                 inst_out.write(k)
+            replay.append([k["instruction"] for k in kept])
             absorb(record)
             if on_request is not None:
                 on_request(record)
             bar.update(min(len(kept), max(0, num_instructions - bar.n)))
 
+        forwarded = -1  # the next request whose answer goes to the worker (in order); -1: the worker has no pool yet
+
+        def hand_over() -> None:
+            """Give the worker the pool as decided so far; from now on it decides."""
+            nonlocal forwarded, inline
+            worker.start(seed_instructions, rules, replay, stop_at)
+            forwarded, inline = len(machine_after), None
+            forward()
+
+        def forward() -> None:
+            nonlocal forwarded
+            while forwarded in answers and forwarded <= stop_at:
+                worker.send(forwarded, answers[forwarded].text, answers[forwarded].finish_reason)
+                forwarded += 1
+
+        def deliver(rid: int, comp: Completion) -> None:
+            nonlocal inline
+            answers[rid] = comp
+            if forwarded >= 0:
+                forward()
+                return
+            # decide here in request order, whatever order answers come in; none past the last one to decide
+            while len(machine_after) in answers and len(machine_after) <= stop_at:
+                if inline is None:
+                    inline = Decisions(seed_instructions, rules, replay, stop_at)
+                r = len(machine_after)
+                write_decision(r, *inline.decide(r, answers[r].text, answers[r].finish_reason))
+
+        def on_reply(msg: tuple) -> None:
+            if msg[0] == "decided":  # ("skipped", rid): past the stop, which this process knows by now
+                write_decision(*msg[1:])
+            elif msg[0] == "ready" and forwarded < 0:
+                hand_over()
+
         side = None
-        if inline is not None:
-
-            def deliver(rid: int, comp: Completion) -> None:
-                answers[rid] = comp
-                # decide in request order, whatever order answers come in; none past the last one to decide
-                while len(machine_after) in answers and len(machine_after) <= stop_at:
-                    r = len(machine_after)
-                    write_decision(r, *inline.decide(r, answers[r].text, answers[r].finish_reason))
-        else:
-            forwarded = len(log)  # the next request whose answer goes to the worker (they go in order)
-
-            def deliver(rid: int, comp: Completion) -> None:
-                nonlocal forwarded
-                answers[rid] = comp
-                while forwarded in answers and forwarded <= stop_at:
-                    worker.send(forwarded, answers[forwarded].text, answers[forwarded].finish_reason)
-                    forwarded += 1
-
-            def on_reply(msg: tuple) -> None:
-                if msg[0] == "decided":  # ("skipped", rid): past the stop, which this process knows by now
-                    write_decision(*msg[1:])
-
+        if worker is not None:
+            if worker.ready:
+                hand_over()
             side = _WorkerSide(worker, on_reply, lambda: len(machine_after) < min(forwarded, stop_at + 1))
-
         try:
             _run_jobs(client, run, "instructions", params, next_job, deliver,
                       min(W, getattr(client, "max_concurrency", W)), side)
@@ -510,8 +529,9 @@ WORKER_MIN_W = 32
 DECISIONS_ENV = "SELFINSTRUCT_STEP1_DECISIONS"
 
 
-def _decisions_in_worker(decisions: str, client, W: int) -> bool:
-    """Does step 1 decide in a worker process? (see :func:`generate_instructions`'s ``decisions``)"""
+def _decisions_mode(decisions: str, client, W: int) -> str:
+    """Where step 1 decides (see :func:`generate_instructions`'s ``decisions``): "inline", "worker" (all in
+    the worker, waiting for its start) or "handover" (here until the worker is ready, then there)."""
     choices = ("auto", "worker", "inline")
     if decisions not in choices:
         raise ValueError(f"decisions must be one of {choices}, not {decisions!r}")
@@ -520,8 +540,14 @@ def _decisions_in_worker(decisions: str, client, W: int) -> bool:
         if decisions not in choices:
             raise ValueError(f"the environment variable {DECISIONS_ENV} must be one of {choices}, not {decisions!r}")
     if _round_client(client):
-        return False  # a batch API's rounds wait for all their answers: nothing to overlap
-    return decisions == "worker" or (decisions == "auto" and W >= WORKER_MIN_W)
+        return "inline"  # a batch API's rounds wait for all their answers: nothing to overlap
+    if os.name != "posix":  # the worker's pipe is watched by the event loop (add_reader)
+        if decisions == "worker":
+            raise ValueError("step 1's decision worker needs a POSIX system; use decisions='inline'")
+        return "inline"
+    if decisions == "auto":
+        return "handover" if W >= WORKER_MIN_W else "inline"
+    return decisions
 
 
 class _WorkerSide(_Side):

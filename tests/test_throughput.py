@@ -184,7 +184,13 @@ class _Workers:
         class Counted(deciding.DecisionWorker):
             def __init__(self, *args, **kw):
                 super().__init__(*args, **kw)
+                self.decided = 0
                 outer.started.append(self)
+
+            def recv(self):
+                msg = super().recv()
+                self.decided += msg[0] == "decided"
+                return msg
 
         monkeypatch.setattr(generate, "DecisionWorker", Counted)
 
@@ -200,7 +206,7 @@ def test_step1_decided_in_a_worker_gives_the_inline_files_whatever_the_order(see
     """The same seed gives byte-identical step-1 files with the decisions in a worker process and inline,
     whatever order the answers arrive in; the usage log counts the same requests (its seconds are wall
     time); "auto" chooses the worker for a live client with W >= 32 and never for a batch API's rounds."""
-    from selfinstruct_utils.generate import WORKER_MIN_W, _decisions_in_worker
+    from selfinstruct_utils.generate import WORKER_MIN_W, _decisions_mode
 
     workers = _Workers(monkeypatch)
     reference, _, _ = _step1(seeds, tmp_path / "inline", concurrency=1, decisions="inline")
@@ -213,6 +219,7 @@ def test_step1_decided_in_a_worker_gives_the_inline_files_whatever_the_order(see
         assert files == reference
         assert _usage_of(folder, n_log - 1) == _usage_of(tmp_path / "inline", n_log - 1)
     assert len(workers.started) == 2 and all(w.process.returncode == 0 for w in workers.started)
+    assert [w.decided for w in workers.started] == [n_log, n_log]  # every decision made there
     files, _, _ = _step1(seeds, tmp_path / "batch-worker", scheduler="batch", decisions="worker",
                          latency=shuffled_latency(0.0, 0.05, seed=4))
     batch, _, _ = _step1(seeds, tmp_path / "batch-inline", scheduler="batch", decisions="inline")
@@ -227,12 +234,12 @@ def test_step1_decided_in_a_worker_gives_the_inline_files_whatever_the_order(see
     assert [(tmp_path / "loose-inline" / f).read_bytes() for f in STEP_FILES[:2]] == [
         (tmp_path / "loose-worker" / f).read_bytes() for f in STEP_FILES[:2]]
     live = LMClient("m", base_url="http://127.0.0.1:9/v1", api_key="k")
-    assert _decisions_in_worker("auto", live, WORKER_MIN_W) and not _decisions_in_worker("auto", live, WORKER_MIN_W - 1)
-    assert not _decisions_in_worker("worker", RoundClient(live), 256)
+    assert [_decisions_mode("auto", live, W) for W in (WORKER_MIN_W - 1, WORKER_MIN_W)] == ["inline", "handover"]
+    assert _decisions_mode("worker", RoundClient(live), 256) == "inline"
     monkeypatch.setenv("SELFINSTRUCT_STEP1_DECISIONS", "inline")
-    assert not _decisions_in_worker("auto", live, 256) and _decisions_in_worker("worker", live, 1)
+    assert _decisions_mode("auto", live, 256) == "inline" and _decisions_mode("worker", live, 1) == "worker"
     with pytest.raises(ValueError, match="decisions must be one of"):
-        _decisions_in_worker("thread", live, 8)
+        _decisions_mode("thread", live, 8)
 
 
 @pytest.mark.parametrize("decisions", ["inline", "worker"])
@@ -265,6 +272,58 @@ def test_step1_sends_request_r_as_soon_as_decision_r_minus_w_exists(seeds, tmp_p
         assert res.counts["requests"] == N and len(fake.requests) == N
         assert fake.max_in_flight == W
     assert sorted(waited) == [(r, True) for r in range(N)]
+
+
+def test_auto_decides_here_until_the_worker_is_ready_then_hands_over(seeds, tmp_path, monkeypatch):
+    """decisions="auto" at W = 32: the worker's start is held until 5 requests were decided in this process,
+    and answers from request 5 on are held until the driver has seen the worker ready: requests 0-4 are
+    decided here, every later one by the worker, and the files equal an all-inline run's."""
+    from selfinstruct_utils import deciding, generate
+
+    W, N, k = 32, 48, 5
+    go = tmp_path / "go"
+    started: list = []
+
+    class SlowStart(deciding.DecisionWorker):
+        def command(self, to_worker, from_worker):
+            wait = (f"import os, runpy, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+                    "runpy.run_module('selfinstruct_utils.deciding', run_name='__main__')")
+            return [sys.executable, "-c", wait, str(to_worker), str(from_worker)]
+
+        def __init__(self):
+            super().__init__()
+            self.decided = 0
+            started.append(self)
+
+        def recv(self):
+            msg = super().recv()
+            self.decided += msg[0] == "decided"
+            return msg
+
+    monkeypatch.setattr(generate, "DecisionWorker", SlowStart)
+    index = {generate.request_seed(42, r): r for r in range(N)}
+
+    def latency(body: dict) -> float:
+        if index[body["seed"]] >= k:
+            deadline = time.monotonic() + HANG_GUARD_S
+            while not (started and started[0].ready) and time.monotonic() < deadline:
+                time.sleep(0.002)
+        return 0.0
+
+    def run(folder: Path, decisions: str, on_request=None) -> tuple[bytes, ...]:
+        with FakeOpenAI(text=bench_text, latency=latency if decisions == "auto" else 0.0) as fake:
+            client = LMClient("m", base_url=fake.base_url, api_key="k", max_concurrency=W)
+            generate_instructions(client, seeds, RunDir(folder), num_instructions=1000, max_requests=N,
+                                  request_batch_size=W, progress=False, record_similar=3, decisions=decisions,
+                                  on_request=on_request)
+        return tuple((folder / f).read_bytes() for f in STEP_FILES[:2])
+
+    reference = run(tmp_path / "inline", "inline")
+    assert started == []
+    files = run(tmp_path / "auto", "auto", on_request=lambda rec: rec["request_idx"] == k - 1 and go.touch())
+    assert files == reference
+    assert len(started) == 1 and started[0].ready and started[0].decided == N - k
+    assert started[0].process.returncode == 0
 
 
 def test_a_decision_worker_that_dies_raises_a_clear_error_and_keeps_the_records(seeds, tmp_path, monkeypatch):
