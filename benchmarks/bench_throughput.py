@@ -21,6 +21,7 @@ one run on one machine. Usage::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -136,7 +137,10 @@ def bench_steps(C: int, L: float, n_requests: int, work: Path, steps: tuple[str,
                                                                           run, progress=False))
         # step 1 with W = C: about 3 novel instructions per request
         n_inst = max(3, n_requests * 3 - 3 * C)
+        has_decisions = "decisions" in inspect.signature(generate_instructions).parameters  # an older engine: auto only
         for decisions in step1_decisions if "1" in steps else ():
+            if decisions != "auto" and not has_decisions:
+                continue
             kw = {} if decisions == "auto" else {"decisions": decisions}
             name = "step 1" if decisions == "auto" else f"step 1 ({decisions} decisions)"
             out[name] = _measure(server, lambda kw=kw, d=decisions: generate_instructions(
@@ -210,8 +214,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=None, help="requests per step (default: 6 x C, at least 200)")
     ap.add_argument("--full", type=int, default=0, help="instructions of the all-four-steps run (0: none)")
     ap.add_argument("--steps", nargs="+", choices=["1", "2", "3"], default=["1", "2", "3"], help="steps to measure")
-    ap.add_argument("--step1-decisions", nargs="+", choices=["auto", "worker", "inline"], default=["auto"],
-                    help="step 1 once per entry: where its decisions run (auto: the engine's default)")
+    ap.add_argument("--step1-decisions", nargs="+", choices=["auto", "worker", "inline"],
+                    default=["auto", "inline", "worker"],
+                    help="step 1 once per entry: where its decisions run (auto: the engine's default, which for W >= 32 "
+                         "takes the worker only when a core is spare; an engine without the choice: auto only)")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--previous", help="JSON of the previous engine's run (--engine ... --json), for --out")
     ap.add_argument("--previous-label", default="previous engine", help="the --previous column's name")

@@ -348,8 +348,9 @@ def generate_instructions(
         decisions: where the pool lives and candidates are decided: "inline" (in this process, inside the
             driver's event loop), "worker" (a :class:`~selfinstruct_utils.deciding.DecisionWorker` process that
             decides the answers in request order while this process sends requests and writes records), or
-            "auto": for a live client with W >= :data:`WORKER_MIN_W`, decided here until the worker is ready
-            (its start takes about a second), then by the worker; otherwise inline. A batch-API client always
+            "auto": for a live client with W >= :data:`WORKER_MIN_W` on a machine with a core to spare (cores
+            minus the load average >= 1), decided here until the worker is ready (its start takes about a
+            second), then by the worker; otherwise inline. A batch-API client always
             decides inline. The environment variable ``SELFINSTRUCT_STEP1_DECISIONS`` overrides "auto". The
             files are the same either way.
     Returns:
@@ -546,8 +547,23 @@ def _decisions_mode(decisions: str, client, W: int) -> str:
             raise ValueError("step 1's decision worker needs a POSIX system; use decisions='inline'")
         return "inline"
     if decisions == "auto":
-        return "handover" if W >= WORKER_MIN_W else "inline"
+        return "handover" if W >= WORKER_MIN_W and _spare_core() else "inline"
     return decisions
+
+
+def _spare_core() -> bool:
+    """Is a core idle for step 1's decision worker (the usable cores minus the 1-minute load average, at
+    least one)? On a machine already saturated the worker only competes with the driver for the same CPU
+    (measured: fewer requests/s than deciding inline, ``benchmarks/bench_throughput.py``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cores >= 2
+    return cores - load >= 1.0
 
 
 class _WorkerSide(_Side):

@@ -233,8 +233,13 @@ def test_step1_decided_in_a_worker_gives_the_inline_files_whatever_the_order(see
                                   decisions=decisions)
     assert [(tmp_path / "loose-inline" / f).read_bytes() for f in STEP_FILES[:2]] == [
         (tmp_path / "loose-worker" / f).read_bytes() for f in STEP_FILES[:2]]
+    from selfinstruct_utils import generate
+
     live = LMClient("m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    monkeypatch.setattr(generate, "_spare_core", lambda: True)
     assert [_decisions_mode("auto", live, W) for W in (WORKER_MIN_W - 1, WORKER_MIN_W)] == ["inline", "handover"]
+    monkeypatch.setattr(generate, "_spare_core", lambda: False)  # a saturated machine: the worker would only compete
+    assert _decisions_mode("auto", live, WORKER_MIN_W) == "inline" and _decisions_mode("worker", live, 1) == "worker"
     assert _decisions_mode("worker", RoundClient(live), 256) == "inline"
     monkeypatch.setenv("SELFINSTRUCT_STEP1_DECISIONS", "inline")
     assert _decisions_mode("auto", live, 256) == "inline" and _decisions_mode("worker", live, 1) == "worker"
@@ -255,13 +260,17 @@ def test_step1_sends_request_r_as_soon_as_decision_r_minus_w_exists(seeds, tmp_p
     waited: list[tuple[int, bool]] = []
     box: list = []
 
+    stalled = threading.Event()  # one hold gave up: release the others at once (a failing run ends in one guard)
+
     def latency(body: dict) -> float:
         r = index[body["seed"]]
         need = min(r + W, N)
         deadline = time.monotonic() + HANG_GUARD_S
-        while len(box[0].requests) < need and time.monotonic() < deadline:
+        while len(box[0].requests) < need and time.monotonic() < deadline and not stalled.is_set():
             time.sleep(0.002)
         waited.append((r, len(box[0].requests) >= need))
+        if not waited[-1][1]:
+            stalled.set()
         return 0.0
 
     with FakeOpenAI(text=bench_text, latency=latency) as fake:
@@ -301,6 +310,7 @@ def test_auto_decides_here_until_the_worker_is_ready_then_hands_over(seeds, tmp_
             return msg
 
     monkeypatch.setattr(generate, "DecisionWorker", SlowStart)
+    monkeypatch.setattr(generate, "_spare_core", lambda: True)
     index = {generate.request_seed(42, r): r for r in range(N)}
 
     def latency(body: dict) -> float:
