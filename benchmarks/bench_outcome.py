@@ -189,7 +189,8 @@ def _logged_rows(path: Path) -> dict[str, dict]:
 
 def score(pred_dir: Path, rows: pd.DataFrame, *, seed: int) -> pd.DataFrame:
     """ROUGE-L with intervals for every point and the published models, and each point's paired
-    difference from ``base``."""
+    difference from ``base``. ``empty``: answers without a word (they score 0, and a tuned model may stop
+    at once more or less often than the untuned one); ``rougeL_answered``: the mean over the others."""
     from selfinstruct_utils.analysis.human_eval import load_predictions, rouge_by_model
     from selfinstruct_utils.data import predictions_dir, user_oriented_path
     from selfinstruct_utils.evaluate import mean_interval, rouge_summary
@@ -201,6 +202,11 @@ def score(pred_dir: Path, rows: pd.DataFrame, *, seed: int) -> pd.DataFrame:
     scored = rouge_by_model(pd.concat([ours, published], ignore_index=True))
     summary = rouge_summary(scored, seed=seed)
     per_task = scored.pivot_table(index="task", columns="model", values="rougeL")
+    answered = scored["response"].str.split().str.len().fillna(0) > 0
+    summary = summary.merge(
+        scored.assign(empty=~answered).groupby("model", sort=False)["empty"].sum().astype(int).reset_index()
+        .merge(scored[answered].groupby("model")["rougeL"].mean().rename("rougeL_answered").reset_index(),
+               on="model", how="left"), on="model", how="left")
     out = summary.merge(rows, on="model", how="left")
     out["group"] = out["group"].fillna("published (GPT-3 family)")
     diffs = []
@@ -263,7 +269,11 @@ def figure(table: pd.DataFrame, path: Path, title: str) -> None:
     curve = table[table["group"].isin(["base", "data size"]) | (table["model"] == CURVE_SOURCE)].sort_values("examples")
     right.errorbar(curve["examples"].clip(lower=1), curve["rougeL"],
                    yerr=[curve["rougeL"] - curve["low"], curve["high"] - curve["rougeL"]], fmt="o-", capsize=3,
-                   color="tab:green")
+                   color="tab:green", label="all answers")
+    if "rougeL_answered" in curve:
+        right.plot(curve["examples"].clip(lower=1), curve["rougeL_answered"], "s--", color="tab:olive",
+                   label="answers with a word (empty ones left out)")
+        right.legend(loc="upper left", fontsize="small")
     right.set_xscale("log")
     right.set_xlabel("training examples (Code Alpaca; 1 = untuned)")
     right.set_ylabel("ROUGE-L F1")
@@ -276,9 +286,9 @@ def figure(table: pd.DataFrame, path: Path, title: str) -> None:
 
 def markdown(table: pd.DataFrame, rating: pd.DataFrame | None, header: list[str]) -> str:
     cols = ["model", "group", "examples", "steps", "rougeL", "low", "high", "vs_base", "vs_base_low", "vs_base_high",
-            "verdict", "train_s", "eval_s", "cpu_s", "load_avg"]
+            "verdict", "empty", "rougeL_answered", "train_s", "eval_s", "cpu_s", "load_avg"]
     t = table[[c for c in cols if c in table.columns]].copy()
-    for c in ("rougeL", "low", "high", "vs_base", "vs_base_low", "vs_base_high"):
+    for c in ("rougeL", "low", "high", "vs_base", "vs_base_low", "vs_base_high", "rougeL_answered"):
         t[c] = t[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     for c in ("examples", "steps"):
         t[c] = t[c].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
@@ -381,9 +391,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         f"{scale.examples or 'all'}. Packages: " + ", ".join(f"{k} {_version(k)}" for k in ("torch", "transformers", "peft", "trl"))
         + f", Python {versions['python']}.",
         f"Command: `python benchmarks/bench_outcome.py --scale {args.scale}"
+        + (f" --kit-run {kit_run}" if kit_run is not None and args.predictions is None else "")
         + (f" --rate {args.rate}" if args.rate else "") + "`. train_s/eval_s: wall seconds of each point "
         "(0 when reused from an earlier invocation's files); cpu_s: the benchmark process's CPU seconds for it; "
-        "load_avg: the machine's 1-minute load average when it finished (2 cores: above 2, other work shared them).",
+        "load_avg: the machine's 1-minute load average when it finished (2 cores: above 2, other work shared them); "
+        "empty: answers without a word (they score 0); rougeL_answered: the mean over the other answers.",
     ]
     text = markdown(table, rating, header)
     print(text)

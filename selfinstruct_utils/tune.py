@@ -633,6 +633,3 @@ def completion_loss(model, tokenizer, records: Sequence[dict], *, batch_size: in
         total += float(loss)
         count += int((shift_labels != -100).sum())
     return total / count if count else float("nan")
-
-
-_resolve_base = resolve_base  # the name benchmarks/bench_outcome.py still imports (switch it to resolve_base)

@@ -77,6 +77,15 @@ def test_the_outcome_benchmark_trains_scores_compares_and_resumes(tmp_path, data
         assert low <= ours.loc[m, "vs_base"] <= high
         assert ours.loc[m, "verdict"] == ("better" if low > 0 else "worse" if high < 0 else "no significant difference")
     assert pd.isna(ours.loc["base", "vs_base"])
+    # answers without a word, counted from the files; the mean over the others
+    for m in points:
+        preds = [json.loads(x) for x in (work / "predictions" / f"{m}_predictions.jsonl").read_text().splitlines()]
+        said = [per_task[m][int(str(p["id"]).split("_")[-1])] for p in preds if p["response"].split()]
+        assert ours.loc[m, "empty"] == len(preds) - len(said)
+        if said:
+            assert ours.loc[m, "rougeL_answered"] == pytest.approx(np.mean(said), abs=1e-9)
+        else:
+            assert pd.isna(ours.loc[m, "rougeL_answered"])
 
     # the rater: every point's answer on each of the 2 seeded tasks graded (the fake grades B); identical
     # answers are asked once (the client shares identical prompts)
@@ -103,3 +112,19 @@ def test_the_outcome_benchmark_trains_scores_compares_and_resumes(tmp_path, data
     elsewhere = bench.main(["--predictions", str(work / "predictions"), "--no-write", "--scale", "smoke"])
     pd.testing.assert_frame_equal(elsewhere[["model", "rougeL", "low", "high", "vs_base", "verdict"]],
                                   table[["model", "rougeL", "low", "high", "vs_base", "verdict"]])
+
+    # an answer made of whitespace counts as empty and leaves the answered mean (the tiny model always says something)
+    import shutil
+
+    blank = tmp_path / "blank"
+    shutil.copytree(work / "predictions", blank / "predictions")
+    shutil.copy(work / "rows.jsonl", blank / "rows.jsonl")
+    path = blank / "predictions" / "gpteacher_predictions.jsonl"
+    preds = [json.loads(x) for x in path.read_text().splitlines()]
+    preds[0]["response"] = " \n "
+    path.write_text("".join(json.dumps(p) + "\n" for p in preds))
+    blanked = bench.main(["--predictions", str(blank / "predictions"), "--no-write", "--scale", "smoke"]).set_index("model")
+    assert blanked.loc["gpteacher", "empty"] == ours.loc["gpteacher", "empty"] + 1
+    rest = per_task["gpteacher"][int(str(preds[1]["id"]).split("_")[-1])]
+    assert blanked.loc["gpteacher", "rougeL_answered"] == pytest.approx(rest, abs=1e-9)
+    assert blanked.loc["base", "empty"] == ours.loc["base", "empty"]
