@@ -478,9 +478,13 @@ def generate_instructions(
 
         def forward() -> None:
             nonlocal forwarded
-            while forwarded in answers and forwarded <= stop_at:
-                worker.send(forwarded, answers[forwarded].text, answers[forwarded].finish_reason)
-                forwarded += 1
+            batch = []
+            while forwarded + len(batch) in answers and forwarded + len(batch) <= stop_at:
+                comp = answers[forwarded + len(batch)]
+                batch.append((forwarded + len(batch), comp.text, comp.finish_reason))
+            if batch:
+                worker.send(batch)  # counted as sent only once it is (the flush after an error waits for those)
+                forwarded += len(batch)
 
         def deliver(rid: int, comp: Completion) -> None:
             nonlocal inline
