@@ -187,7 +187,9 @@ def markdown(new: dict, old: dict | None, label: str = "previous engine") -> str
         for step, r in entry.items():
             if step == "latency":
                 continue
-            o = (old or {}).get("steps", {}).get(str(C), {}).get(step) if old else None
+            olds = (old or {}).get("steps", {}).get(str(C), {})
+            # an engine without the decision worker measured step 1 once, as "step 1": beside each variant
+            o = olds.get(step) or (olds.get("step 1") if step.startswith("step 1") else None)
             before = (f"{o['rps']:.1f} ({100 * o['rps'] / o['ideal_rps']:.0f}%), {o['mean_in_flight']:.1f}, "
                       f"{o['cpu_ms_per_request']:.2f}") if o else ""
             rows.append(f"| {C} | {L:g} | {step} | {r['requests']} | {r['rps']:.1f} | {r['ideal_rps']:.0f} | "
