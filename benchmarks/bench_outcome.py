@@ -203,10 +203,9 @@ def score(pred_dir: Path, rows: pd.DataFrame, *, seed: int) -> pd.DataFrame:
     summary = rouge_summary(scored, seed=seed)
     per_task = scored.pivot_table(index="task", columns="model", values="rougeL")
     answered = scored["response"].str.split().str.len().fillna(0) > 0
-    summary = summary.merge(
-        scored.assign(empty=~answered).groupby("model", sort=False)["empty"].sum().astype(int).reset_index()
-        .merge(scored[answered].groupby("model")["rougeL"].mean().rename("rougeL_answered").reset_index(),
-               on="model", how="left"), on="model", how="left")
+    by_model = scored.assign(empty=~answered, said=scored["rougeL"].where(answered)).groupby("model")
+    summary = summary.merge(by_model.agg(empty=("empty", "sum"), rougeL_answered=("said", "mean")).reset_index(),
+                            on="model", how="left")
     out = summary.merge(rows, on="model", how="left")
     out["group"] = out["group"].fillna("published (GPT-3 family)")
     diffs = []
