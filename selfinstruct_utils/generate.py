@@ -493,15 +493,24 @@ def generate_instructions(
                 forward()
                 return
             # decide here in request order, whatever order answers come in; none past the last one to decide
+            # (the answers ready in order are decided together: Decisions.decide_many)
             while len(machine_after) in answers and len(machine_after) <= stop_at:
                 if inline is None:
                     inline = Decisions(seed_instructions, rules, replay, stop_at)
                 r = len(machine_after)
-                write_decision(r, *inline.decide(r, answers[r].text, answers[r].finish_reason))
+                ready = []
+                while r + len(ready) in answers and r + len(ready) <= stop_at and len(ready) < 64:
+                    comp = answers[r + len(ready)]
+                    ready.append((r + len(ready), comp.text, comp.finish_reason))
+                for (rid, _, _), out in zip(ready, inline.decide_many(ready), strict=True):
+                    if out is not None:
+                        write_decision(rid, *out)
 
         def on_reply(msg: tuple) -> None:
-            if msg[0] == "decided":  # ("skipped", rid): past the stop, which this process knows by now
-                write_decision(*msg[1:])
+            if msg[0] == "decided":
+                for rid, candidates, kept in msg[1]:
+                    if candidates is not None:  # None: past the stop, which this process knows by now
+                        write_decision(rid, candidates, kept)
             elif msg[0] == "ready" and forwarded < 0:
                 hand_over()
 

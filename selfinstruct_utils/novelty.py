@@ -38,7 +38,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
-from .rouge import RougeIndex, _f1, _lengths
+from .rouge import RougeIndex, _f1, _f1_grid, _lengths
 
 __all__ = ["NoveltyDecision", "NoveltyPool"]
 
@@ -213,6 +213,10 @@ class NoveltyPool:
         if not pool or not codes:
             return out
         t = threshold - 1e-9  # slack: never prune a pair whose float F1 could still reach the threshold
+        if self.index._kept:  # rows scored ahead (prescore): read them, extended with the texts added since
+            rows = [self.index._kept_row(c, len(pool)) for c in codes]
+            if all(r is not None for r in rows):
+                return self._best_of_rows(np.vstack(rows), t)
         if len(codes) * len(pool) <= self.brute_pairs:
             return self._best_in_pool_brute(codes, t)
         m = _lengths(codes).astype(np.int64)
@@ -252,10 +256,15 @@ class NoveltyPool:
         both paths, so the maximum and its earliest index agree)."""
         pool = self.index.codes
         lcs = process.cdist(codes, pool, scorer=LCSseq.similarity, dtype=np.int32, workers=1)
-        f1 = _f1(lcs, _lengths(codes)[:, None], self.index.lengths().astype(np.float64)[None, :])
+        f1 = _f1_grid(lcs, _lengths(codes), self.index.lengths())
         self._rows = (len(pool), f1)
+        return self._best_of_rows(f1, t)
+
+    @staticmethod
+    def _best_of_rows(f1: np.ndarray, t: float) -> list[tuple[float, int] | None]:
+        """Each row's (best F1, its first column) of a (k, pool size) F1 matrix, None below ``t``."""
         best = f1.argmax(axis=1)  # the first maximum: the earliest pool text among equals
-        top = f1[np.arange(len(codes)), best]
+        top = f1[np.arange(len(f1)), best]
         return [(float(v), int(j)) if v >= t else None for v, j in zip(top.tolist(), best.tolist(), strict=True)]
 
     def _bound_survivors(self, codes: list[str], t: float) -> tuple[np.ndarray, np.ndarray]:

@@ -153,6 +153,19 @@ def test_the_worker_count_reaches_the_lcs_kernel(monkeypatch):
     assert seen and all(w == 2 for _, w in seen), seen
 
 
+def test_f1_grid_gives_the_float_formulas_values_element_by_element():
+    """_f1_grid gathers F1 from a table of (target length, LCS, prediction length): the same floats as
+    rouge-score's formula (_f1) for a pool's worth of columns, and through its fallback for long texts."""
+    rng = np.random.default_rng(5)
+    for k, n, longest in [(8, 20000, 40), (3, 200, 900), (1, 1, 2), (4, 0, 9)]:
+        m = rng.integers(1, longest, k)
+        lens = rng.integers(0, longest, n)
+        lcs = (rng.random((k, n)) * np.minimum(m[:, None], lens[None, :]) + 0.5).astype(np.int32)
+        want = rouge._f1(lcs, m[:, None].astype(np.float64), lens[None, :].astype(np.float64))
+        got = rouge._f1_grid(lcs, m, lens)
+        assert got.shape == want.shape and np.array_equal(got, want), (k, n)
+
+
 def test_top_k_selection_equals_a_stable_sort_of_the_whole_row():
     """top_k picks its neighbours without sorting the whole row: the same indices as the first k of a stable
     argsort (highest first, the earlier index among equals), on rows full of ties, for every k."""
@@ -161,3 +174,12 @@ def test_top_k_selection_equals_a_stable_sort_of_the_whole_row():
         row = rng.integers(0, 5, int(rng.integers(0, 30))) / 4.0
         for k in (0, 1, 3, 10, len(row), len(row) + 2):
             assert rouge._top_indices(row, k) == np.argsort(-row, kind="stable")[:k].tolist(), (row, k)
+    # Long rows (a large pool) take the sampled path: its floor must never drop one of the k highest,
+    # including when they sit between the sampled positions or tie with many others.
+    for trial in range(300):
+        n = int(rng.integers(640, 5000))
+        row = rng.integers(0, 6, n) / 5.0 if trial % 2 else rng.random(n) ** 8
+        if trial % 3 == 0:
+            row[::16] = 0.0  # the sample holds nothing of the top
+        for k in (1, 3, 10):
+            assert rouge._top_indices(row, k) == np.argsort(-row, kind="stable")[:k].tolist(), (trial, k)

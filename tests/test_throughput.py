@@ -189,7 +189,8 @@ class _Workers:
 
             def recv(self):
                 msg = super().recv()
-                self.decided += msg[0] == "decided"
+                if msg[0] == "decided":
+                    self.decided += sum(candidates is not None for _, candidates, _ in msg[1])
                 return msg
 
         monkeypatch.setattr(generate, "DecisionWorker", Counted)
@@ -306,7 +307,8 @@ def test_auto_decides_here_until_the_worker_is_ready_then_hands_over(seeds, tmp_
 
         def recv(self):
             msg = super().recv()
-            self.decided += msg[0] == "decided"
+            if msg[0] == "decided":
+                self.decided += sum(candidates is not None for _, candidates, _ in msg[1])
             return msg
 
     monkeypatch.setattr(generate, "DecisionWorker", SlowStart)
