@@ -87,3 +87,22 @@ def test_decide_many_checks_the_request_order(seeds):
     with pytest.raises(ValueError, match="decides request 2 next, not 3"):
         d.decide_many([(1, " Write a poem about rivers.", "stop"), (3, None, "stop")])
     assert d.next_request == 1  # nothing of the refused call was decided
+
+
+def test_the_worker_runs_this_package_whatever_the_working_directory_holds(seeds, tmp_path, monkeypatch):
+    """The worker is ``python -m selfinstruct_utils.deciding``: started from a folder holding another
+    ``selfinstruct_utils`` (another checkout of the kit, an older engine), it still runs this one."""
+    from selfinstruct_utils.deciding import DecisionWorker
+
+    decoy = tmp_path / "selfinstruct_utils"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    (decoy / "deciding.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    with DecisionWorker() as worker:
+        worker.wait_ready()
+        worker.start([t.instruction for t in seeds], DecisionRules(num_instructions=5))
+        worker.send([(0, " Write a poem about the sea in the style of a sailor.", "stop")])
+        msg = worker.recv()
+    assert msg[0] == "decided" and msg[1][0][0] == 0 and msg[1][0][2][0]["instruction"].startswith("Write a poem")
+    assert worker.process.returncode == 0
