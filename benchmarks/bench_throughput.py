@@ -164,17 +164,19 @@ def bench_full(n: int, C: int, L: float, work: Path) -> dict:
         client = LMClient("m", base_url=server.base_url, api_key="k", max_concurrency=C, timeout=600)
         config = PipelineConfig(num_instructions=n, request_batch_size=C)
         cpu0, t0 = _cpu(), time.perf_counter()
-        run_pipeline(client, work / f"full-{n}", config, progress=False)
+        results = run_pipeline(client, work / f"full-{n}", config, progress=False)
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
         worker_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # before the server is reaped
         st = server.stats()
     finally:
         server.close()
     requests = st["delivered"]
-    return {"instructions": n, "requests": requests, "wall": wall, "ideal": requests * L / C, "cpu_share": cpu / wall,
+    return {"instructions": n, "concurrency": C, "latency": L, "requests": requests, "wall": wall, "ideal": requests * L / C, "cpu_share": cpu / wall,
             "cpu_ms_per_request": 1000 * cpu / max(1, requests),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_rss_children_mb": worker_rss}
+            "peak_rss_children_mb": worker_rss,
+            # each step's wall seconds and LM requests (step 4 sends none)
+            "per_step": {name: {"seconds": r.seconds, "requests": r.counts.get("requests", 0)} for name, r in results.items()}}
 
 
 def markdown(new: dict, old: dict | None, label: str = "previous engine") -> str:
@@ -204,6 +206,11 @@ def markdown(new: dict, old: dict | None, label: str = "previous engine") -> str
                 f"peak RSS {f['peak_rss_mb']:.0f} MB"
                 + (f" (step 1's decision worker: {f['peak_rss_children_mb']:.0f} MB)" if f.get("peak_rss_children_mb") else "")
                 + ".\n")
+        if f.get("per_step"):
+            out += "Per step: " + "; ".join(
+                f"{name} {r['seconds']:.0f} s" + (f" for {r['requests']:,} requests (ideal {r['requests'] * f['latency'] / f['concurrency']:.0f} s)"
+                                                  if r["requests"] else "")
+                for name, r in f["per_step"].items()) + ".\n"
     return out
 
 
@@ -218,7 +225,7 @@ def main() -> None:
     ap.add_argument("--steps", nargs="+", choices=["1", "2", "3"], default=["1", "2", "3"], help="steps to measure")
     ap.add_argument("--step1-decisions", nargs="+", choices=["auto", "worker", "inline"],
                     default=["auto", "inline", "worker"],
-                    help="step 1 once per entry: where its decisions run (auto: the engine's default, which for W >= 32 "
+                    help="step 1 once per entry: where its decisions run (auto: the engine's default, which for W >= 128 "
                          "takes the worker only when a core is spare; an engine without the choice: auto only)")
     ap.add_argument("--json", help="write the results here as JSON")
     ap.add_argument("--previous", help="JSON of the previous engine's run (--engine ... --json), for --out")

@@ -538,7 +538,9 @@ def generate_instructions(
 
 
 #: Step 1 decides in a worker process (``decisions="auto"``) for a live client with W at least this.
-WORKER_MIN_W = 32
+#: Measured on 2 cores (``benchmarks/results/bench_throughput.md``): at W = C = 64 deciding inline reached
+#: 84-85% of C/L and the worker 78%; at W = C = 256 the worker 77-81% and inline 68-73%.
+WORKER_MIN_W = 128
 #: Overrides ``decisions="auto"`` of :func:`generate_instructions` ("worker", "inline" or "auto").
 DECISIONS_ENV = "SELFINSTRUCT_STEP1_DECISIONS"
 

@@ -10,6 +10,7 @@ from http_mirror import SUPERNI_DEFINITIONS, Mirror, served
 
 from selfinstruct_utils.data import DATASETS, RAW
 from selfinstruct_utils.download import DownloadError, count_records, download, files_of
+from selfinstruct_utils.records import DataFormatError
 
 PAPER_82K = "Self-Instruct 82K (paper)"
 
@@ -195,7 +196,7 @@ def test_released_templates_resume_through_the_same_fetch_and_mirror_variable(tm
             released_templates(cache)
         part = cache / (RELEASED_FILES["classification"] + ".part")
         assert part.stat().st_size == 100 and not part.with_suffix("").exists()
-        with pytest.raises(Exception):  # the files are fetched whole, then their (missing) strings are refused
+        with pytest.raises(DataFormatError, match="no `if classification:` branches"):  # fetched whole, then refused
             released_templates(cache)
     assert mirror.log[:2] == [(first, None), (first, "bytes=100-")]
     assert (cache / RELEASED_FILES["classification"]).read_bytes() == files[first]

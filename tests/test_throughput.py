@@ -206,7 +206,7 @@ def _usage_of(folder: Path, upto: int) -> list[tuple]:
 def test_step1_decided_in_a_worker_gives_the_inline_files_whatever_the_order(seeds, tmp_path, monkeypatch):
     """The same seed gives byte-identical step-1 files with the decisions in a worker process and inline,
     whatever order the answers arrive in; the usage log counts the same requests (its seconds are wall
-    time); "auto" chooses the worker for a live client with W >= 32 and never for a batch API's rounds."""
+    time); "auto" chooses the worker for a live client with W >= WORKER_MIN_W and never for a batch API's rounds."""
     from selfinstruct_utils.generate import WORKER_MIN_W, _decisions_mode
 
     workers = _Workers(monkeypatch)
@@ -313,6 +313,7 @@ def test_auto_decides_here_until_the_worker_is_ready_then_hands_over(seeds, tmp_
 
     monkeypatch.setattr(generate, "DecisionWorker", SlowStart)
     monkeypatch.setattr(generate, "_spare_core", lambda: True)
+    monkeypatch.setattr(generate, "WORKER_MIN_W", W)  # the hand-over at a W small enough for a fast test
     index = {generate.request_seed(42, r): r for r in range(N)}
 
     def latency(body: dict) -> float:
