@@ -177,10 +177,10 @@ class Decisions:
         decisions and records as :meth:`decide` one by one, computed faster.
 
         When neighbours are recorded (``record_similar``), the candidates that pass the rule filters are
-        scored against the pool about :attr:`prescore_group` at a time, just before the requests holding them are decided
-        (:meth:`RougeIndex.prescore <selfinstruct_utils.rouge.RougeIndex.prescore>`); each decision reads its
-        candidates' rows, extended with the instructions kept since, and a kept instruction's neighbours
-        and mean come from its own row. Every pair is scored, none pruned: a kept instruction's mean
+        scored against the pool :attr:`prescore_group` or a few more at a time, just before the requests
+        holding them are decided (:meth:`RougeIndex.prescore <selfinstruct_utils.rouge.RougeIndex.prescore>`);
+        each decision reads its candidates' rows, extended with the instructions kept since, and a kept
+        instruction's neighbours and mean come from its own row. Every pair is scored, none pruned: a kept instruction's mean
         similarity needs its whole row anyway.
 
         Measured (``benchmarks/results/bench_throughput.md``): 22 ms a request one by one at a pool of
@@ -205,7 +205,7 @@ class Decisions:
                     continue
                 if k >= ahead:  # screen the next answers; score their passing candidates together
                     group: list[str] = []
-                    while ahead < len(answers) and (not group or len(group) + 5 <= self.prescore_group):
+                    while ahead < len(answers) and len(group) < self.prescore_group:
                         screened[ahead] = _screen(*answers[ahead][1:])
                         group += screened[ahead][1]
                         ahead += 1
@@ -237,8 +237,8 @@ _MOST = 256
 def _serve(inbox_conn: Connection, outbox_conn: Connection) -> None:
     """The worker's main: say ``("ready",)`` (its imports are done), read ``(seed_instructions, rules,
     replay, stop_at)``, then decide the ``(rid, text, finish_reason)`` of the lists received, in order, and
-    send back ``("decided", [(rid, candidates, kept), ...])`` for each run of answers decided together
-    (``candidates`` and ``kept`` None past the stop); None ends it with ``("bye",)``."""
+    send back ``("decided", rid, candidates, kept)`` as each is decided (``("skipped", rid)`` past the stop);
+    None ends it with ``("bye",)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver ends us
     # The inbox thread needs the GIL for each message while the decisions hold it: with the default 5 ms
     # switch interval it took in about 200 messages a second, fewer than a run at C = 256 sends (measured).
@@ -279,7 +279,7 @@ def _serve(inbox_conn: Connection, outbox_conn: Connection) -> None:
                     break
                 batch += more
             for rid, out in decisions.iter_decide(batch):  # each reply goes as soon as it is decided
-                outbox_conn.send(("decided", [(rid, *out) if out is not None else (rid, None, None)]))
+                outbox_conn.send(("skipped", rid) if out is None else ("decided", rid, *out))
         outbox_conn.send(("bye",))
     except (BrokenPipeError, ConnectionResetError):  # the driver is gone
         os._exit(1)
@@ -301,7 +301,7 @@ class DecisionWorker:
     and 1 s of wall time for the numpy and rapidfuzz imports) and says ``("ready",)`` (:meth:`recv`; then
     :attr:`ready` is True); :meth:`start` gives it the pool, which it builds while the driver goes on.
     Send completions with :meth:`send` in request order from the first request :meth:`start` did not
-    replay; read ``("decided", [(rid, candidates, kept), ...])`` (None, None past the stop) with :meth:`recv`
+    replay; read ``("decided", rid, candidates, kept)`` or ``("skipped", rid)`` with :meth:`recv`
     (:meth:`poll` says whether one is waiting; :meth:`fileno` can be watched by an event loop). The
     worker's CPU time counts in the driver's ``os.times()`` children once it is reaped (:meth:`close`,
     :meth:`kill`).

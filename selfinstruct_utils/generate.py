@@ -507,10 +507,8 @@ def generate_instructions(
                         write_decision(rid, *out)
 
         def on_reply(msg: tuple) -> None:
-            if msg[0] == "decided":
-                for rid, candidates, kept in msg[1]:
-                    if candidates is not None:  # None: past the stop, which this process knows by now
-                        write_decision(rid, candidates, kept)
+            if msg[0] == "decided":  # ("skipped", rid): past the stop, which this process knows by now
+                write_decision(*msg[1:])
             elif msg[0] == "ready" and forwarded < 0:
                 hand_over()
 

@@ -132,9 +132,9 @@ def _f1_grid(lcs: np.ndarray, len_target: np.ndarray, len_pred: np.ndarray) -> n
     """:func:`_f1` of a (k, n) LCS matrix, row i a target of ``len_target[i]`` tokens against column j a
     prediction of ``len_pred[j]`` tokens, with the same floats element by element: :func:`_f1` fills a
     table of every (target, LCS, prediction length) the matrix can hold (an LCS is at most the target's
-    length), and the matrix is gathered from it. One gather instead of six float passes: about 3x faster
-    on a row of a large pool (``benchmarks/bench_rouge.py``). Falls back to :func:`_f1` when the table
-    would be larger than a quarter of the matrix (very long texts)."""
+    length), and the matrix is gathered from it. One gather instead of six float passes (measured on 32
+    rows of 42,000: 0.18 ms a row instead of 0.56). Falls back to :func:`_f1` when the table would be
+    larger than a quarter of the matrix (few columns, or very long texts)."""
     lcs = np.asarray(lcs)
     m = np.asarray(len_target).astype(np.int64).reshape(-1)
     n = np.asarray(len_pred).astype(np.int64).reshape(-1)

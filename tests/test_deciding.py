@@ -104,5 +104,5 @@ def test_the_worker_runs_this_package_whatever_the_working_directory_holds(seeds
         worker.start([t.instruction for t in seeds], DecisionRules(num_instructions=5))
         worker.send([(0, " Write a poem about the sea in the style of a sailor.", "stop")])
         msg = worker.recv()
-    assert msg[0] == "decided" and msg[1][0][0] == 0 and msg[1][0][2][0]["instruction"].startswith("Write a poem")
+    assert msg[0] == "decided" and msg[1] == 0 and msg[3][0]["instruction"].startswith("Write a poem")
     assert worker.process.returncode == 0
