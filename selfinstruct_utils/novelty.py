@@ -38,7 +38,7 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
-from .rouge import RougeIndex, _f1, _f1_grid, _lengths
+from .rouge import RougeIndex, _f1, _lengths
 
 __all__ = ["NoveltyDecision", "NoveltyPool"]
 
@@ -213,10 +213,9 @@ class NoveltyPool:
         if not pool or not codes:
             return out
         t = threshold - 1e-9  # slack: never prune a pair whose float F1 could still reach the threshold
-        if self.index._kept:  # rows scored ahead (prescore): read them, extended with the texts added since
-            rows = [self.index._kept_row(c, len(pool)) for c in codes]
-            if all(r is not None for r in rows):
-                return self._best_of_rows(np.vstack(rows), t)
+        rows = self.index.kept_rows(codes)  # rows scored ahead (prescore), extended with the texts added since
+        if rows is not None:
+            return self._best_of_rows(rows, t)
         if len(codes) * len(pool) <= self.brute_pairs:
             return self._best_in_pool_brute(codes, t)
         m = _lengths(codes).astype(np.int64)
@@ -254,10 +253,8 @@ class NoveltyPool:
         A best F1 below ``t`` is reported as None, which decides as the pruned path does (a pool text
         under the threshold never rejects a candidate, and every pool text at or above it is scored by
         both paths, so the maximum and its earliest index agree)."""
-        pool = self.index.codes
-        lcs = process.cdist(codes, pool, scorer=LCSseq.similarity, dtype=np.int32, workers=1)
-        f1 = _f1_grid(lcs, _lengths(codes), self.index.lengths())
-        self._rows = (len(pool), f1)
+        f1 = self.index.pool_rows(codes)
+        self._rows = (len(self.index), f1)
         return self._best_of_rows(f1, t)
 
     @staticmethod

@@ -271,17 +271,33 @@ class RougeIndex:
                 and the kept rows, 8 bytes x k x pool size, until :meth:`forget_scores`).
         """
         codes = list(codes)
-        n = len(self.codes)
-        lens = self.lengths()
         for lo in range(0, len(codes), queries):
             chunk = codes[lo : lo + queries]
-            if n:
-                lcs = process.cdist(chunk, self.codes, scorer=LCSseq.similarity, dtype=np.int32, workers=1)
-                f1 = _f1_grid(lcs, _lengths(chunk), lens)
-                del lcs
-            else:
-                f1 = np.zeros((len(chunk), 0))
-            self.keep_scores(chunk, n, f1, replace=False)
+            self.keep_scores(chunk, len(self.codes), self.pool_rows(chunk), replace=False)
+
+    def pool_rows(self, codes: Sequence[str]) -> np.ndarray:
+        """F1 of texts (as targets) against every pool text, on one thread (for a few texts, where
+        :meth:`scores`' threads would only cost their start).
+
+        Args:
+            codes: k texts' codes (from :meth:`encode`).
+        Returns:
+            float64 array of shape (k, pool size), as :meth:`scores` gives.
+        """
+        codes = list(codes)
+        if not self.codes or not codes:
+            return np.zeros((len(codes), len(self.codes)))
+        lcs = process.cdist(codes, self.codes, scorer=LCSseq.similarity, dtype=np.int32, workers=1)
+        return _f1_grid(lcs, _lengths(codes), self.lengths())
+
+    def kept_rows(self, codes: Sequence[str]) -> np.ndarray | None:
+        """The rows :meth:`keep_scores` or :meth:`prescore` kept for these texts, completed with the pool
+        texts added since: shape (k, pool size), the values :meth:`pool_rows` would give; None when one
+        of them has no row kept."""
+        rows = [self._kept_row(c, len(self.codes)) for c in codes] if self._kept else None
+        if not rows or any(r is None for r in rows):
+            return None
+        return np.vstack(rows)
 
     def forget_scores(self) -> None:
         """Drop the rows kept by :meth:`keep_scores` and :meth:`prescore`."""
