@@ -180,8 +180,8 @@ class Decisions:
         scored against the pool :attr:`prescore_group` or a few more at a time, just before the requests
         holding them are decided (:meth:`RougeIndex.prescore <selfinstruct_utils.rouge.RougeIndex.prescore>`);
         each decision reads its candidates' rows, extended with the instructions kept since, and a kept
-        instruction's neighbours and mean come from its own row. Every pair is scored, none pruned: a kept instruction's mean
-        similarity needs its whole row anyway.
+        instruction's neighbours and mean come from its own row. Every pair is scored, none pruned: a kept
+        instruction's mean similarity needs its whole row anyway.
 
         Measured (``benchmarks/bench_decisions.py``, real instructions, 3 candidates a request): at a pool
         of 42,000, 15.7 ms of CPU a request one by one and 8.9 ms in runs of 64 (the engine before: 35 ms);

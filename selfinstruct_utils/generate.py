@@ -476,12 +476,18 @@ def generate_instructions(
             forwarded, inline = len(machine_after), None
             forward()
 
+        def in_order(first: int, most: int | None = None) -> list[tuple[int, str | None, str | None]]:
+            """The answers from request ``first`` on that have arrived with none missing between, up to the
+            last one to decide (at most ``most``; None: all), as ``(rid, text, finish_reason)``."""
+            out = []
+            while first + len(out) in answers and first + len(out) <= stop_at and len(out) != most:
+                comp = answers[first + len(out)]
+                out.append((first + len(out), comp.text, comp.finish_reason))
+            return out
+
         def forward() -> None:
             nonlocal forwarded
-            batch = []
-            while forwarded + len(batch) in answers and forwarded + len(batch) <= stop_at:
-                comp = answers[forwarded + len(batch)]
-                batch.append((forwarded + len(batch), comp.text, comp.finish_reason))
+            batch = in_order(forwarded)
             if batch:
                 worker.send(batch)  # counted as sent only once it is (the flush after an error waits for those)
                 forwarded += len(batch)
@@ -497,11 +503,7 @@ def generate_instructions(
             while len(machine_after) in answers and len(machine_after) <= stop_at:
                 if inline is None:
                     inline = Decisions(seed_instructions, rules, replay, stop_at)
-                r = len(machine_after)
-                ready = []
-                while r + len(ready) in answers and r + len(ready) <= stop_at and len(ready) < 64:
-                    comp = answers[r + len(ready)]
-                    ready.append((r + len(ready), comp.text, comp.finish_reason))
+                ready = in_order(len(machine_after), 64)
                 for (rid, _, _), out in zip(ready, inline.decide_many(ready), strict=True):
                     if out is not None:
                         write_decision(rid, *out)

@@ -17,7 +17,9 @@ length band. The pruning never changes a decision:
 A chunk of few candidates against a pool of some thousands (at most :attr:`NoveltyPool.brute_pairs` pairs:
 step 1 decides about 3 candidates a request) skips the pruning and scores every pair on one thread, which
 costs less than building the sparse product; the accepted candidates' rows then serve their nearest-neighbour
-query (:meth:`RougeIndex.keep_scores <selfinstruct_utils.rouge.RougeIndex.keep_scores>`).
+query (:meth:`RougeIndex.keep_scores <selfinstruct_utils.rouge.RougeIndex.keep_scores>`). Candidates whose
+rows were scored ahead (:meth:`RougeIndex.prescore <selfinstruct_utils.rouge.RougeIndex.prescore>`, step 1's
+decisions) are decided from those rows, completed with the texts added since.
 
 Memory is bounded whatever the number of candidates of one call: they are decided in chunks of
 ``chunk`` candidates, and the accepted ones of a chunk join the pool before the next chunk, which gives
